@@ -2,6 +2,9 @@
 //! Layers (a module imports only from layers below it) are described in
 //! docs/architecture.md.
 
+pub mod cluster;
 pub mod config;
+pub mod io;
 pub mod model;
 pub mod protocol;
+pub mod storage;

@@ -1,0 +1,561 @@
+//! A partition's log: its segments, the append path with group commit, reads
+//! for fetch, offset lookups, retention and recovery. Lives on exactly one
+//! shard (`!Send`); other shards reach it through the runtime mesh.
+//!
+//! Appends are serialised by a single drain task per partition: it assigns
+//! offsets, patches each batch header, coalesces queued batches into one
+//! io_uring write, then makes the bytes visible and answers the producers.
+//! acks=all waiters share fsyncs: whoever finds no fsync running starts one
+//! that covers everything written so far.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+
+use crate::config::{TimestampType, TopicConfig};
+use crate::io::{self, file};
+use crate::model::{batch_layout, limits, TopicPartition};
+use crate::protocol::batch::{batch_crc, BatchSpan};
+
+use super::segment::{self, Segment};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    #[error("partition is offline after an I/O failure: {0}")]
+    Poisoned(String),
+    #[error("I/O error: {0}")]
+    Io(String),
+    #[error("offset {offset} out of range [{start}, {end}]")]
+    OffsetOutOfRange { offset: i64, start: i64, end: i64 },
+}
+
+impl From<std::io::Error> for StorageError {
+    fn from(e: std::io::Error) -> Self {
+        StorageError::Io(e.to_string())
+    }
+}
+
+/// Where an append landed.
+#[derive(Clone, Copy, Debug)]
+pub struct Appended {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The broker time stamped on the batch, or -1 for CreateTime.
+    pub log_append_time: i64,
+}
+
+/// A byte range of a segment file holding whole batches (the last one may be
+/// cut short by the fetch limit, as Kafka allows).
+#[derive(Clone, Debug)]
+pub struct ReadSlice {
+    pub file: Arc<File>,
+    pub pos: u64,
+    pub len: u32,
+}
+
+struct PendingAppend {
+    records: Bytes,
+    spans: Vec<BatchSpan>,
+    reply: oneshot::Sender<Result<Appended, StorageError>>,
+}
+
+pub struct PartitionLog {
+    pub tp: TopicPartition,
+    pub dir: PathBuf,
+    config: RefCell<TopicConfig>,
+    segments: RefCell<Vec<Segment>>,
+    log_start_offset: Cell<i64>,
+    /// Next offset to assign (the log end offset once writes land).
+    next_offset: Cell<i64>,
+    /// Offsets below this are written and visible to readers.
+    visible_end: Cell<i64>,
+    /// Offsets below this are fsynced.
+    durable_end: Cell<i64>,
+    leader_epoch: Cell<i32>,
+    queue: RefCell<VecDeque<PendingAppend>>,
+    draining: Cell<bool>,
+    syncing: Cell<bool>,
+    sync_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    data_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    messages_since_flush: Cell<i64>,
+    last_flush_ms: Cell<i64>,
+    poisoned: RefCell<Option<String>>,
+}
+
+const RECOVERY_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
+const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
+
+impl PartitionLog {
+    /// Opens or creates the partition in `dir`, recovering every segment
+    /// from the one holding the recovery point onwards.
+    pub async fn open(dir: &Path, tp: TopicPartition, config: TopicConfig) -> Result<Rc<Self>, StorageError> {
+        std::fs::create_dir_all(dir)?;
+        let recovery_point = read_checkpoint(&dir.join(RECOVERY_CHECKPOINT)).unwrap_or(0);
+        let saved_start = read_checkpoint(&dir.join(LOG_START_CHECKPOINT));
+        let mut bases: Vec<i64> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_suffix(".log")?.parse::<i64>().ok()
+            })
+            .collect();
+        bases.sort_unstable();
+        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len() + 1);
+        let mut cut = false;
+        for (i, &base) in bases.iter().enumerate() {
+            if cut {
+                // Everything after a torn segment is unreachable: drop it.
+                let (seg, _) = Segment::open(dir, base, false)?;
+                seg.delete_files()?;
+                continue;
+            }
+            let next_base = bases.get(i + 1).copied().unwrap_or(i64::MAX);
+            let recover = next_base > recovery_point;
+            let (seg, truncated) = Segment::open(dir, base, recover)?;
+            cut = truncated;
+            segments.push(seg);
+        }
+        let now = io::now_ms();
+        let end = segments.last().map_or(0, |s| s.next_offset);
+        // The active segment reopens for appends (or a fresh one starts).
+        match segments.last_mut() {
+            Some(last) => {
+                let path = segment::log_path(dir, last.base_offset);
+                last.writer = Some(Rc::new(file::AppendFile::open(&path).await?));
+            }
+            None => segments.push(Segment::create(dir, saved_start.unwrap_or(0), now).await?),
+        }
+        let first_base = segments[0].base_offset;
+        let start = saved_start.unwrap_or(first_base).clamp(first_base, end.max(first_base));
+        let end = end.max(segments.last().expect("one segment").base_offset);
+        let log = Rc::new(Self {
+            tp,
+            dir: dir.to_path_buf(),
+            config: RefCell::new(config),
+            segments: RefCell::new(segments),
+            log_start_offset: Cell::new(start),
+            next_offset: Cell::new(end),
+            visible_end: Cell::new(end),
+            durable_end: Cell::new(end),
+            leader_epoch: Cell::new(0),
+            queue: RefCell::new(VecDeque::new()),
+            draining: Cell::new(false),
+            syncing: Cell::new(false),
+            sync_waiters: RefCell::new(Vec::new()),
+            data_waiters: RefCell::new(Vec::new()),
+            messages_since_flush: Cell::new(0),
+            last_flush_ms: Cell::new(now),
+            poisoned: RefCell::new(None),
+        });
+        log.write_checkpoints()?;
+        Ok(log)
+    }
+
+    pub fn config(&self) -> TopicConfig {
+        self.config.borrow().clone()
+    }
+    pub fn set_config(&self, c: TopicConfig) {
+        *self.config.borrow_mut() = c;
+    }
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset.get()
+    }
+    /// The log end offset visible to readers (the high watermark on one node).
+    pub fn high_watermark(&self) -> i64 {
+        self.visible_end.get()
+    }
+    pub fn durable_end(&self) -> i64 {
+        self.durable_end.get()
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.borrow().iter().map(|s| s.size).sum()
+    }
+    pub fn segment_count(&self) -> usize {
+        self.segments.borrow().len()
+    }
+    pub fn poisoned(&self) -> Option<String> {
+        self.poisoned.borrow().clone()
+    }
+
+    /// Appends validated batches; resolves once they are written and visible.
+    pub async fn append(self: &Rc<Self>, records: Bytes, spans: Vec<BatchSpan>) -> Result<Appended, StorageError> {
+        if let Some(why) = self.poisoned() {
+            return Err(StorageError::Poisoned(why));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.queue.borrow_mut().push_back(PendingAppend { records, spans, reply: tx });
+        if !self.draining.get() {
+            self.draining.set(true);
+            let me = self.clone();
+            io::spawn_detached(async move { me.drain().await });
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(StorageError::Io("append dropped".into())))
+    }
+
+    async fn drain(self: Rc<Self>) {
+        loop {
+            let batch: Vec<PendingAppend> = {
+                let mut q = self.queue.borrow_mut();
+                let mut out = Vec::new();
+                let mut bytes = 0;
+                while let Some(p) = q.front() {
+                    if !out.is_empty()
+                        && (out.len() >= limits::append_coalesce_batches_max
+                            || bytes + p.records.len() > limits::append_coalesce_bytes_max)
+                    {
+                        break;
+                    }
+                    bytes += p.records.len();
+                    out.push(q.pop_front().expect("front exists"));
+                }
+                out
+            };
+            if batch.is_empty() {
+                self.draining.set(false);
+                return;
+            }
+            self.write_group(batch).await;
+        }
+    }
+
+    /// Writes one group of appends with a single io_uring write.
+    async fn write_group(self: &Rc<Self>, group: Vec<PendingAppend>) {
+        if let Some(why) = self.poisoned() {
+            for p in group {
+                let _ = p.reply.send(Err(StorageError::Poisoned(why.clone())));
+            }
+            return;
+        }
+        let total: usize = group.iter().map(|p| p.records.len()).sum();
+        if let Err(e) = self.maybe_roll(total as u64).await {
+            self.poison(format!("segment roll failed: {e}"));
+            for p in group {
+                let _ = p.reply.send(Err(StorageError::Poisoned(e.to_string())));
+            }
+            return;
+        }
+        let config = self.config();
+        let now = io::now_ms();
+        let epoch = self.leader_epoch.get();
+        let mut buf = Vec::with_capacity(total);
+        let mut results = Vec::with_capacity(group.len());
+        let mut notes = Vec::new();
+        let start_pos = self.segments.borrow().last().expect("active").size;
+        let mut offset = self.next_offset.get();
+        let mut messages = 0i64;
+        for p in &group {
+            let first = offset;
+            for span in &p.spans {
+                let at = buf.len();
+                buf.extend_from_slice(&p.records[span.start..span.start + span.len]);
+                let b = &mut buf[at..at + span.len];
+                b[batch_layout::base_offset..batch_layout::base_offset + 8].copy_from_slice(&offset.to_be_bytes());
+                b[batch_layout::partition_leader_epoch..batch_layout::partition_leader_epoch + 4]
+                    .copy_from_slice(&epoch.to_be_bytes());
+                let mut max_ts = span.max_timestamp;
+                if config.message_timestamp_type == TimestampType::LogAppendTime {
+                    let attrs = i16::from_be_bytes([b[batch_layout::attributes], b[batch_layout::attributes + 1]]) | 0x08;
+                    b[batch_layout::attributes..batch_layout::attributes + 2].copy_from_slice(&attrs.to_be_bytes());
+                    b[batch_layout::max_timestamp..batch_layout::max_timestamp + 8].copy_from_slice(&now.to_be_bytes());
+                    let crc = batch_crc(b);
+                    b[batch_layout::crc..batch_layout::crc + 4].copy_from_slice(&crc.to_be_bytes());
+                    max_ts = now;
+                }
+                let last = offset + i64::from(span.last_offset_delta);
+                notes.push(segment::BatchAt {
+                    pos: start_pos + at as u64,
+                    base_offset: offset,
+                    last_offset: last,
+                    len: span.len as u64,
+                    max_timestamp: max_ts,
+                });
+                messages += i64::from(span.records);
+                offset = last + 1;
+            }
+            results.push(Appended {
+                base_offset: first,
+                last_offset: offset - 1,
+                log_append_time: if config.message_timestamp_type == TimestampType::LogAppendTime { now } else { -1 },
+            });
+        }
+        self.next_offset.set(offset);
+        let write = {
+            let segs = self.segments.borrow();
+            let active = segs.last().expect("active segment");
+            active.writer.clone().expect("active segment has a writer")
+        };
+        let result = write.write_all_at(buf, start_pos).await;
+        if let Err(e) = result {
+            self.poison(format!("append write failed: {e}"));
+            self.next_offset.set(self.visible_end.get());
+            for p in group {
+                let _ = p.reply.send(Err(StorageError::Poisoned(e.to_string())));
+            }
+            return;
+        }
+        {
+            let mut segs = self.segments.borrow_mut();
+            let active = segs.last_mut().expect("active segment");
+            for n in &notes {
+                active.note_batch(n);
+            }
+        }
+        self.visible_end.set(offset);
+        self.wake_readers();
+        for (p, r) in group.into_iter().zip(results) {
+            let _ = p.reply.send(Ok(r));
+        }
+        self.messages_since_flush.set(self.messages_since_flush.get() + messages);
+        if self.messages_since_flush.get() >= config.flush_messages {
+            let _ = self.sync_to(offset).await;
+        }
+    }
+
+    /// Rolls to a new segment when the active one would pass `segment.bytes`
+    /// or is older than `segment.ms`.
+    async fn maybe_roll(&self, incoming: u64) -> std::io::Result<()> {
+        let config = self.config();
+        let now = io::now_ms();
+        let (needs_roll, next_base) = {
+            let segs = self.segments.borrow();
+            let active = segs.last().expect("active");
+            let full = active.size > 0 && active.size + incoming > config.segment_bytes;
+            let old = active.size > 0 && now - active.created_ms >= config.segment_ms;
+            (full || old, self.next_offset.get())
+        };
+        if !needs_roll {
+            return Ok(());
+        }
+        // Seal: fsync the old segment so durability never depends on which
+        // file a waiter's bytes landed in, persist its indexes, drop its writer.
+        let old_writer = {
+            let mut segs = self.segments.borrow_mut();
+            segs.last_mut().expect("active").writer.take()
+        };
+        if let Some(w) = old_writer {
+            w.fdatasync().await?;
+        }
+        self.segments.borrow().last().expect("sealed").persist_indexes()?;
+        let seg = Segment::create(&self.dir, next_base, now).await?;
+        self.segments.borrow_mut().push(seg);
+        tracing::debug!(partition = %self.tp, base = next_base, "rolled segment");
+        Ok(())
+    }
+
+    /// Resolves once everything below `end` is fsynced. Concurrent callers
+    /// share one fdatasync (group commit).
+    pub async fn sync_to(self: &Rc<Self>, end: i64) -> Result<(), StorageError> {
+        loop {
+            if let Some(why) = self.poisoned() {
+                return Err(StorageError::Poisoned(why));
+            }
+            if self.durable_end.get() >= end {
+                return Ok(());
+            }
+            if self.syncing.get() {
+                let (tx, rx) = oneshot::channel();
+                self.sync_waiters.borrow_mut().push(tx);
+                let _ = rx.await;
+                continue;
+            }
+            self.syncing.set(true);
+            let target = self.visible_end.get();
+            let result = {
+                let w = self.segments.borrow().last().expect("active").writer.clone().expect("writer");
+                w.fdatasync().await
+            };
+            self.syncing.set(false);
+            match result {
+                Ok(()) => {
+                    if target > self.durable_end.get() {
+                        self.durable_end.set(target);
+                    }
+                    self.messages_since_flush.set(0);
+                    self.last_flush_ms.set(io::now_ms());
+                }
+                Err(e) => self.poison(format!("fdatasync failed: {e}")),
+            }
+            for w in self.sync_waiters.borrow_mut().drain(..) {
+                let _ = w.send(());
+            }
+        }
+    }
+
+    /// Fsyncs if `flush.ms` has passed since the last flush.
+    pub async fn flush_if_due(self: &Rc<Self>, now_ms: i64) {
+        let config = self.config();
+        if self.durable_end.get() < self.visible_end.get() && now_ms - self.last_flush_ms.get() >= config.flush_ms {
+            let _ = self.sync_to(self.visible_end.get()).await;
+        }
+    }
+
+    fn poison(&self, why: String) {
+        tracing::error!(partition = %self.tp, reason = %why, "partition poisoned: refusing writes");
+        *self.poisoned.borrow_mut() = Some(why);
+    }
+
+    fn wake_readers(&self) {
+        for w in self.data_waiters.borrow_mut().drain(..) {
+            let _ = w.send(());
+        }
+    }
+
+    /// A receiver that fires on the next append (for long-poll fetches).
+    pub fn on_append(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut w = self.data_waiters.borrow_mut();
+        w.retain(|s| !s.is_canceled());
+        w.push(tx);
+        rx
+    }
+
+    /// Reads from `offset`: at least the whole first batch, then up to
+    /// `max_bytes` within that segment. Empty at the log end.
+    pub fn read(&self, offset: i64, max_bytes: u32) -> Result<Option<ReadSlice>, StorageError> {
+        let start = self.log_start_offset.get();
+        let end = self.visible_end.get();
+        if offset < start || offset > end {
+            return Err(StorageError::OffsetOutOfRange { offset, start, end });
+        }
+        if offset == end {
+            return Ok(None);
+        }
+        let segs = self.segments.borrow();
+        let first = segs.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+        for seg in &segs[first..] {
+            if seg.next_offset <= offset {
+                continue;
+            }
+            if let Some(b) = seg.find(offset)? {
+                let room = seg.size - b.pos;
+                let len = room.min(u64::from(max_bytes)).max(b.len);
+                return Ok(Some(ReadSlice { file: seg.reader.clone(), pos: b.pos, len: len as u32 }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The first offset whose batch carries a timestamp at or after `ts`,
+    /// with that batch's bytes for an exact record-level search.
+    pub fn find_by_time(&self, ts: i64) -> Result<Option<(i64, Vec<u8>)>, StorageError> {
+        let segs = self.segments.borrow();
+        for seg in segs.iter() {
+            if seg.max_timestamp < ts {
+                continue;
+            }
+            if let Some(b) = seg.find_by_time(ts)? {
+                let mut bytes = vec![0u8; b.len as usize];
+                file::pread(&seg.reader, &mut bytes, b.pos)?;
+                return Ok(Some((b.base_offset, bytes)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The batch holding the greatest timestamp (ListOffsets -3).
+    pub fn max_timestamp_batch(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        let segs = self.segments.borrow();
+        let Some(seg) = segs.iter().filter(|s| s.size > 0).max_by_key(|s| s.max_timestamp) else {
+            return Ok(None);
+        };
+        let ts = seg.max_timestamp;
+        match seg.find_by_time(ts)? {
+            Some(b) => {
+                let mut bytes = vec![0u8; b.len as usize];
+                file::pread(&seg.reader, &mut bytes, b.pos)?;
+                Ok(Some(bytes))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes whole segments past `retention.ms` / `retention.bytes`
+    /// (never the active one). Returns how many were removed.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        let config = self.config();
+        if !config.cleanup_policy.split(',').any(|p| p.trim() == "delete") {
+            return Ok(0);
+        }
+        let mut removed = 0;
+        loop {
+            let victim = {
+                let segs = self.segments.borrow();
+                if segs.len() < 2 {
+                    break;
+                }
+                let oldest = &segs[0];
+                let total: u64 = segs.iter().map(|s| s.size).sum();
+                let by_size = config.retention_bytes >= 0 && total - oldest.size >= config.retention_bytes as u64
+                    && total > config.retention_bytes as u64;
+                let by_time = config.retention_ms >= 0
+                    && oldest.max_timestamp >= 0
+                    && now_ms - oldest.max_timestamp > config.retention_ms;
+                let empty_old = config.retention_ms >= 0 && oldest.max_timestamp < 0 && oldest.size == 0;
+                by_size || by_time || empty_old
+            };
+            if !victim {
+                break;
+            }
+            let seg = self.segments.borrow_mut().remove(0);
+            let next_start = self.segments.borrow()[0].base_offset;
+            self.log_start_offset.set(self.log_start_offset.get().max(next_start));
+            seg.delete_files()?;
+            tracing::info!(partition = %self.tp, base = seg.base_offset, "retention deleted segment");
+            removed += 1;
+        }
+        if removed > 0 {
+            self.write_checkpoints()?;
+        }
+        Ok(removed)
+    }
+
+    /// Writes the recovery point (what is fsynced) and the log start offset.
+    pub fn write_checkpoints(&self) -> std::io::Result<()> {
+        write_checkpoint(&self.dir.join(RECOVERY_CHECKPOINT), &self.tp, self.durable_end.get())?;
+        write_checkpoint(&self.dir.join(LOG_START_CHECKPOINT), &self.tp, self.log_start_offset.get())
+    }
+
+    /// Clean shutdown: fsync, persist indexes and checkpoints.
+    pub async fn close(self: &Rc<Self>) -> Result<(), StorageError> {
+        if self.poisoned().is_none() {
+            self.sync_to(self.visible_end.get()).await?;
+        }
+        if let Some(seg) = self.segments.borrow().last() {
+            seg.persist_indexes()?;
+        }
+        self.write_checkpoints()?;
+        Ok(())
+    }
+
+    /// Removes the partition's directory (DeleteTopics).
+    pub fn delete(&self) -> std::io::Result<()> {
+        self.poison("partition deleted".into());
+        std::fs::remove_dir_all(&self.dir)?;
+        if let Some(parent) = self.dir.parent() {
+            file::fsync_dir(parent)?;
+        }
+        Ok(())
+    }
+}
+
+/// Kafka's checkpoint text format: version, count, then `topic partition offset`.
+fn write_checkpoint(path: &Path, tp: &TopicPartition, offset: i64) -> std::io::Result<()> {
+    let text = format!("0\n1\n{} {} {}\n", tp.topic, tp.partition.0, offset);
+    file::write_atomic(path, text.as_bytes())
+}
+
+fn read_checkpoint(path: &Path) -> Option<i64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    if lines.next()? != "0" || lines.next()? != "1" {
+        return None;
+    }
+    lines.next()?.rsplit(' ').next()?.parse().ok()
+}
