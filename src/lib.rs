@@ -7,4 +7,6 @@ pub mod config;
 pub mod io;
 pub mod model;
 pub mod protocol;
+pub mod runtime;
+pub mod server;
 pub mod storage;

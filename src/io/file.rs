@@ -97,3 +97,24 @@ pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
 pub fn file_len(path: &Path) -> std::io::Result<u64> {
     Ok(std::fs::metadata(path)?.len())
 }
+
+/// Takes an exclusive lock on the data directory for the life of the
+/// returned file, so two brokers never share one.
+pub fn lock_dir(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<File>> {
+    let f = File::create(dir.join(".lock"))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| anyhow::anyhow!("data dir {} is in use by another broker: {e}", dir.display()))
+}
+
+/// The cluster id stored in the data dir, created on first start.
+pub fn cluster_id(dir: &Path) -> std::io::Result<String> {
+    let path = dir.join("cluster.id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        _ => {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            write_atomic(&path, id.as_bytes())?;
+            Ok(id)
+        }
+    }
+}

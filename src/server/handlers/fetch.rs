@@ -1,0 +1,173 @@
+//! Fetch: read each partition on its owning shard, which returns a file
+//! region (never the bytes); long-poll until `min_bytes` or `max_wait_ms`,
+//! woken by appends; the writer sends the regions with sendfile. The first
+//! batch is returned whole even if it is larger than the limits (KIP-74).
+
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::FetchRequest;
+
+use super::{decode, error_code, PartitionError};
+use crate::model::{limits, PartitionId, TopicPartition};
+use crate::protocol::fetch::{encode_fetch_response, FetchPartitionOut, FetchTopicOut};
+use crate::protocol::{RequestFrame, ResponseError};
+use crate::runtime::run_on;
+use crate::server::connection::Response;
+use crate::server::context::ctx;
+use crate::storage::ReadSlice;
+
+struct Want {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    max_bytes: i32,
+}
+
+struct Got {
+    error: i16,
+    high_watermark: i64,
+    log_start: i64,
+    slice: Option<ReadSlice>,
+}
+
+pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
+    let req: FetchRequest = decode(frame)?;
+    let mut wants = Vec::new();
+    let mut shape = Vec::with_capacity(req.topics.len());
+    for t in &req.topics {
+        let name = t.topic.to_string();
+        shape.push((name.clone(), t.partitions.len()));
+        for p in &t.partitions {
+            wants.push(Want {
+                topic: name.clone(),
+                partition: p.partition,
+                offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes,
+            });
+        }
+    }
+    let wait_ms = req.max_wait_ms.clamp(0, limits::fetch_wait_ms_max);
+    let deadline = Instant::now() + Duration::from_millis(wait_ms as u64);
+    let min_bytes = req.min_bytes.max(0) as u64;
+    let max_bytes = if req.max_bytes <= 0 { i32::MAX } else { req.max_bytes } as u64;
+    let gots = loop {
+        let gots = read_all(&wants, max_bytes).await;
+        let total: u64 = gots.iter().filter_map(|g| g.slice.as_ref()).map(|s| u64::from(s.len)).sum();
+        let any_error = gots.iter().any(|g| g.error != 0);
+        if total >= min_bytes.max(1) || any_error || Instant::now() >= deadline || wants.is_empty() {
+            break gots;
+        }
+        if total > 0 && total >= min_bytes {
+            break gots;
+        }
+        wait_any(&wants, deadline).await;
+        if Instant::now() >= deadline {
+            break read_all(&wants, max_bytes).await;
+        }
+    };
+    let mut topics = Vec::with_capacity(shape.len());
+    let mut slices = Vec::with_capacity(gots.len());
+    let mut it = wants.iter().zip(gots);
+    for (name, n) in shape {
+        let mut partitions = Vec::with_capacity(n);
+        for (w, g) in it.by_ref().take(n) {
+            partitions.push(FetchPartitionOut {
+                partition: w.partition,
+                error_code: g.error,
+                high_watermark: g.high_watermark,
+                last_stable_offset: g.high_watermark,
+                log_start_offset: g.log_start,
+                records_len: g.slice.as_ref().map_or(0, |s| s.len),
+            });
+            slices.push(g.slice);
+        }
+        topics.push(FetchTopicOut { name, partitions });
+    }
+    let pieces = encode_fetch_response(frame.api_version, frame.correlation_id, 0, 0, &topics);
+    Ok(Response::Fetch { pieces, slices })
+}
+
+/// Reads every wanted partition; the response-wide `max_bytes` caps the
+/// total, except that the first non-empty partition always gets its batch.
+async fn read_all(wants: &[Want], max_bytes: u64) -> Vec<Got> {
+    let c = ctx();
+    let reads = wants.iter().map(|w| {
+        let known = c.topic(&w.topic).is_some_and(|m| (0..m.partitions).contains(&w.partition));
+        let tp = TopicPartition { topic: w.topic.clone(), partition: PartitionId(w.partition) };
+        let owner = c.owner(&w.topic, w.partition);
+        let (offset, part_max) = (w.offset, w.max_bytes.max(0) as u32);
+        async move {
+            if !known {
+                return Err(PartitionError::UnknownTopicOrPartition);
+            }
+            run_on(owner, move || async move { read_local(&tp, offset, part_max) })
+                .await
+                .map_err(PartitionError::from)
+                .and_then(|r| r)
+        }
+    });
+    let results = futures::future::join_all(reads).await;
+    let mut budget = max_bytes;
+    let mut first = true;
+    results
+        .into_iter()
+        .map(|r| match r {
+            Ok(mut g) => {
+                if let Some(s) = g.slice.take() {
+                    let len = u64::from(s.len);
+                    if first || len <= budget {
+                        budget = budget.saturating_sub(len);
+                        first = false;
+                        g.slice = Some(s);
+                    }
+                }
+                g
+            }
+            Err(e) => Got { error: error_code(&e), high_watermark: -1, log_start: -1, slice: None },
+        })
+        .collect()
+}
+
+/// Runs on the owning shard.
+fn read_local(tp: &TopicPartition, offset: i64, max_bytes: u32) -> Result<Got, PartitionError> {
+    let log = ctx().partition(tp).ok_or(PartitionError::UnknownTopicOrPartition)?;
+    let high_watermark = log.high_watermark();
+    let log_start = log.log_start_offset();
+    match log.read(offset, max_bytes) {
+        Ok(slice) => Ok(Got { error: 0, high_watermark, log_start, slice }),
+        Err(e) => {
+            let code = error_code(&PartitionError::Storage(e));
+            if code == ResponseError::OffsetOutOfRange.code() {
+                return Ok(Got { error: code, high_watermark, log_start, slice: None });
+            }
+            Err(PartitionError::Storage(crate::storage::StorageError::Io(format!("read: {code}"))))
+        }
+    }
+}
+
+/// Waits until any wanted partition gets an append, or the deadline.
+async fn wait_any(wants: &[Want], deadline: Instant) {
+    let c = ctx();
+    let waits = wants.iter().filter_map(|w| {
+        c.topic(&w.topic).filter(|m| (0..m.partitions).contains(&w.partition))?;
+        let tp = TopicPartition { topic: w.topic.clone(), partition: PartitionId(w.partition) };
+        let owner = c.owner(&w.topic, w.partition);
+        let offset = w.offset;
+        Some(Box::pin(run_on(owner, move || async move {
+            let Some(log) = ctx().partition(&tp) else { return };
+            if log.high_watermark() > offset {
+                return;
+            }
+            let rx = log.on_append();
+            let left = deadline.saturating_duration_since(Instant::now());
+            futures::future::select(rx, Box::pin(crate::io::sleep(left))).await;
+        })))
+    });
+    let waits: Vec<_> = waits.collect();
+    if waits.is_empty() {
+        crate::io::sleep(deadline.saturating_duration_since(Instant::now())).await;
+        return;
+    }
+    let timeout = Box::pin(crate::io::sleep(deadline.saturating_duration_since(Instant::now())));
+    futures::future::select(futures::future::select_all(waits), timeout).await;
+}

@@ -1,0 +1,109 @@
+//! Layer 5: listeners, connections, request dispatch, one handler file per
+//! Kafka API. `shard_main` is what every shard runs: open the partitions it
+//! owns, wait for the other shards, listen (SO_REUSEPORT), run the
+//! retention and flush tasks, and close everything cleanly on shutdown.
+
+pub mod connection;
+pub mod context;
+pub mod handlers;
+
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use crate::cluster::topics::TopicTable;
+use crate::config::BrokerConfig;
+use crate::io;
+use crate::model::ShardId;
+use crate::runtime;
+
+use context::{ctx, ShardContext};
+
+pub async fn shard_main(
+    shard: ShardId,
+    config: Arc<BrokerConfig>,
+    cluster_id: String,
+    ready: Arc<Barrier>,
+) -> anyhow::Result<()> {
+    let table = TopicTable::load(&config.data_dir, &config.props)?;
+    let c = ShardContext::install(config.clone(), cluster_id, TopicTable::default());
+    let opened = c.apply_table(table).await;
+    // Every shard must reach the barrier, even one that failed, or the others hang.
+    ready.wait();
+    opened?;
+    let listener = glommio::net::TcpListener::bind(config.listen)
+        .map_err(|e| anyhow::anyhow!("binding {}: {e}", config.listen))?;
+    if shard.0 == 0 {
+        tracing::info!(listen = %config.listen, shards = c.shards, data_dir = %config.data_dir.display(), "corelog ready");
+    }
+    io::spawn_detached(retention_loop());
+    io::spawn_detached(flush_loop());
+    let per_shard_max = config.connections_max.div_ceil(c.shards).max(1);
+    loop {
+        let accept = Box::pin(listener.accept());
+        let stop = Box::pin(wait_for_shutdown());
+        let stream = match futures::future::select(accept, stop).await {
+            futures::future::Either::Left((Ok(s), _)) => s,
+            futures::future::Either::Left((Err(e), _)) => {
+                tracing::warn!(error = %e, "accept failed");
+                io::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            futures::future::Either::Right(_) => break,
+        };
+        let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        if c.connections.get() >= per_shard_max {
+            tracing::warn!(%peer, max = config.connections_max, "closing connection: max.connections reached");
+            drop(stream);
+            continue;
+        }
+        c.connections.set(c.connections.get() + 1);
+        io::spawn_detached(async move {
+            connection::serve(stream, peer).await;
+            let c = ctx();
+            c.connections.set(c.connections.get() - 1);
+        });
+    }
+    tracing::info!(shard = shard.0, sendfile_bytes = c.sendfile_bytes.get(), copied_bytes = c.copied_bytes.get(), "shard stopping");
+    c.close_all().await;
+    Ok(())
+}
+
+async fn wait_for_shutdown() {
+    while !runtime::shutting_down() {
+        io::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Deletes expired segments of this shard's partitions on
+/// `log.retention.check.interval.ms`.
+async fn retention_loop() {
+    let interval = Duration::from_millis(ctx().config.retention_check_interval_ms.max(10));
+    while !runtime::shutting_down() {
+        io::sleep(interval).await;
+        let now = io::now_ms();
+        for log in ctx().owned_partitions() {
+            if let Err(e) = log.enforce_retention(now) {
+                tracing::error!(partition = %log.tp, error = %e, "retention failed");
+            }
+        }
+    }
+}
+
+/// Applies `flush.ms` and writes recovery checkpoints periodically.
+async fn flush_loop() {
+    let interval = Duration::from_millis(ctx().config.flush_scheduler_interval_ms.max(10));
+    let mut ticks: u64 = 0;
+    while !runtime::shutting_down() {
+        io::sleep(interval).await;
+        ticks += 1;
+        let now = io::now_ms();
+        for log in ctx().owned_partitions() {
+            log.flush_if_due(now).await;
+            if ticks % 60 == 0 {
+                if let Err(e) = log.write_checkpoints() {
+                    tracing::error!(partition = %log.tp, error = %e, "checkpoint failed");
+                }
+            }
+        }
+    }
+}
