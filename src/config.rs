@@ -158,9 +158,17 @@ impl BrokerConfig {
     }
 }
 
-fn flatten_toml(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, String>) -> Result<()> {
+fn flatten_toml(
+    prefix: &str,
+    table: &toml::Table,
+    out: &mut BTreeMap<String, String>,
+) -> Result<()> {
     for (k, v) in table {
-        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         match v {
             toml::Value::Table(t) => flatten_toml(&key, t, out)?,
             toml::Value::String(s) => {
@@ -182,7 +190,9 @@ fn flatten_toml(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, St
 }
 
 fn parse_prop<T: std::str::FromStr>(props: &BTreeMap<String, String>, key: &str) -> Result<T> {
-    let raw = props.get(key).with_context(|| format!("missing property {key}"))?;
+    let raw = props
+        .get(key)
+        .with_context(|| format!("missing property {key}"))?;
     raw.parse()
         .map_err(|_| anyhow::anyhow!("property {key}: cannot parse {raw:?}"))
 }
@@ -212,7 +222,8 @@ pub fn topic_config(
     };
     let num = |k: &str| -> Result<i64> {
         let v = get(k)?;
-        v.parse().map_err(|_| anyhow::anyhow!("{k}: not a number: {v:?}"))
+        v.parse()
+            .map_err(|_| anyhow::anyhow!("{k}: not a number: {v:?}"))
     };
     let timestamp_type = match get("message.timestamp.type")?.as_str() {
         "CreateTime" => TimestampType::CreateTime,

@@ -15,7 +15,11 @@ use corelog::{runtime, server};
 static GLOBAL: corelog::io::alloc::GuardedAlloc = corelog::io::alloc::GuardedAlloc;
 
 #[derive(Parser)]
-#[command(name = "corelog", version, about = "Kafka-API-compatible thread-per-core message broker")]
+#[command(
+    name = "corelog",
+    version,
+    about = "Kafka-API-compatible thread-per-core message broker"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,8 +59,16 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { listen, advertise, data_dir, cores, config, set } => {
-            let cfg = BrokerConfig::load(listen, advertise, data_dir, cores, config.as_deref(), &set)?;
+        Command::Serve {
+            listen,
+            advertise,
+            data_dir,
+            cores,
+            config,
+            set,
+        } => {
+            let cfg =
+                BrokerConfig::load(listen, advertise, data_dir, cores, config.as_deref(), &set)?;
             serve(cfg)
         }
     }

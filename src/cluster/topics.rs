@@ -35,7 +35,10 @@ pub struct Refusal {
 
 impl Refusal {
     fn new(e: ResponseError, message: impl Into<String>) -> Self {
-        Self { code: e.code(), message: message.into() }
+        Self {
+            code: e.code(),
+            message: message.into(),
+        }
     }
 }
 
@@ -44,9 +47,15 @@ pub const TABLE_FILE: &str = "topics.meta";
 /// Kafka's legal topic names: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_name(name: &str) -> Result<(), Refusal> {
     if name.is_empty() || name.len() > limits::topic_name_bytes_max || name == "." || name == ".." {
-        return Err(Refusal::new(ResponseError::InvalidTopicException, format!("invalid topic name {name:?}")));
+        return Err(Refusal::new(
+            ResponseError::InvalidTopicException,
+            format!("invalid topic name {name:?}"),
+        ));
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
         return Err(Refusal::new(
             ResponseError::InvalidTopicException,
             format!("topic name {name:?} has characters outside [a-zA-Z0-9._-]"),
@@ -70,15 +79,22 @@ impl TopicTable {
     ) -> Result<TopicConfig, Refusal> {
         validate_name(name)?;
         if self.topics.contains_key(name) {
-            return Err(Refusal::new(ResponseError::TopicAlreadyExists, format!("topic {name} already exists")));
-        }
-        if partitions < 1 || partitions > limits::partitions_per_topic_max {
             return Err(Refusal::new(
-                ResponseError::InvalidPartitions,
-                format!("partitions must be 1..={}, got {partitions}", limits::partitions_per_topic_max),
+                ResponseError::TopicAlreadyExists,
+                format!("topic {name} already exists"),
             ));
         }
-        topic_config(broker_props, overrides).map_err(|e| Refusal::new(ResponseError::InvalidConfig, e.to_string()))
+        if !(1..=limits::partitions_per_topic_max).contains(&partitions) {
+            return Err(Refusal::new(
+                ResponseError::InvalidPartitions,
+                format!(
+                    "partitions must be 1..={}, got {partitions}",
+                    limits::partitions_per_topic_max
+                ),
+            ));
+        }
+        topic_config(broker_props, overrides)
+            .map_err(|e| Refusal::new(ResponseError::InvalidConfig, e.to_string()))
     }
 
     pub fn create(
@@ -101,24 +117,35 @@ impl TopicTable {
     }
 
     pub fn delete(&mut self, name: &str) -> Result<Arc<TopicMeta>, Refusal> {
-        self.topics
-            .remove(name)
-            .ok_or_else(|| Refusal::new(ResponseError::UnknownTopicOrPartition, format!("unknown topic {name}")))
+        self.topics.remove(name).ok_or_else(|| {
+            Refusal::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("unknown topic {name}"),
+            )
+        })
     }
 
     pub fn check_add_partitions(&self, name: &str, count: i32) -> Result<(), Refusal> {
-        let meta = self
-            .topics
-            .get(name)
-            .ok_or_else(|| Refusal::new(ResponseError::UnknownTopicOrPartition, format!("unknown topic {name}")))?;
+        let meta = self.topics.get(name).ok_or_else(|| {
+            Refusal::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("unknown topic {name}"),
+            )
+        })?;
         if count <= meta.partitions {
             return Err(Refusal::new(
                 ResponseError::InvalidPartitions,
-                format!("topic {name} has {} partitions; the new count {count} must be larger", meta.partitions),
+                format!(
+                    "topic {name} has {} partitions; the new count {count} must be larger",
+                    meta.partitions
+                ),
             ));
         }
         if count > limits::partitions_per_topic_max {
-            return Err(Refusal::new(ResponseError::InvalidPartitions, "too many partitions"));
+            return Err(Refusal::new(
+                ResponseError::InvalidPartitions,
+                "too many partitions",
+            ));
         }
         Ok(())
     }
@@ -135,8 +162,18 @@ impl TopicTable {
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         for m in self.topics.values() {
-            let cfg: Vec<String> = m.overrides.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            out.push_str(&format!("{}\t{}\t{}\t{}\n", m.name, m.id, m.partitions, cfg.join(",")));
+            let cfg: Vec<String> = m
+                .overrides
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            out.push_str(&format!(
+                "{}\t{}\t{}\t{}\n",
+                m.name,
+                m.id,
+                m.partitions,
+                cfg.join(",")
+            ));
         }
         out
     }
@@ -148,10 +185,16 @@ impl TopicTable {
                 continue;
             }
             let cols: Vec<&str> = line.split('\t').collect();
-            anyhow::ensure!(cols.len() == 4, "{TABLE_FILE} line {}: expected 4 columns", n + 1);
+            anyhow::ensure!(
+                cols.len() == 4,
+                "{TABLE_FILE} line {}: expected 4 columns",
+                n + 1
+            );
             let mut overrides = BTreeMap::new();
             for kv in cols[3].split(',').filter(|s| !s.is_empty()) {
-                let (k, v) = kv.split_once('=').ok_or_else(|| anyhow::anyhow!("bad config {kv:?}"))?;
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("bad config {kv:?}"))?;
                 overrides.insert(k.to_string(), v.to_string());
             }
             let config = topic_config(broker_props, &overrides)?;
@@ -187,9 +230,16 @@ mod tests {
     use super::*;
 
     fn props() -> BTreeMap<String, String> {
-        crate::config::BrokerConfig::load("127.0.0.1:1".parse().unwrap(), None, "d".into(), Some(1), None, &[])
-            .unwrap()
-            .props
+        crate::config::BrokerConfig::load(
+            "127.0.0.1:1".parse().unwrap(),
+            None,
+            "d".into(),
+            Some(1),
+            None,
+            &[],
+        )
+        .unwrap()
+        .props
     }
 
     #[test]
@@ -197,9 +247,20 @@ mod tests {
         let p = props();
         let mut t = TopicTable::default();
         t.create(&p, "orders", 3, BTreeMap::new()).unwrap();
-        assert_eq!(t.create(&p, "orders", 3, BTreeMap::new()).unwrap_err().code, 36);
-        assert_eq!(t.create(&p, "bad/name", 3, BTreeMap::new()).unwrap_err().code, 17);
-        assert_eq!(t.create(&p, "zero", 0, BTreeMap::new()).unwrap_err().code, 37);
+        assert_eq!(
+            t.create(&p, "orders", 3, BTreeMap::new()).unwrap_err().code,
+            36
+        );
+        assert_eq!(
+            t.create(&p, "bad/name", 3, BTreeMap::new())
+                .unwrap_err()
+                .code,
+            17
+        );
+        assert_eq!(
+            t.create(&p, "zero", 0, BTreeMap::new()).unwrap_err().code,
+            37
+        );
         assert_eq!(t.add_partitions("orders", 2).unwrap_err().code, 37);
         t.add_partitions("orders", 5).unwrap();
         assert_eq!(t.get("orders").unwrap().partitions, 5);

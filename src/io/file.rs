@@ -32,7 +32,11 @@ impl AppendFile {
     /// full) is an error: the caller poisons the partition rather than retry.
     pub async fn write_all_at(&self, buf: Vec<u8>, pos: u64) -> std::io::Result<()> {
         let want = buf.len();
-        let n = self.inner.write_at(buf, pos).await.map_err(std::io::Error::from)?;
+        let n = self
+            .inner
+            .write_at(buf, pos)
+            .await
+            .map_err(std::io::Error::from)?;
         if n != want {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::WriteZero,
@@ -47,7 +51,10 @@ impl AppendFile {
     }
 
     pub async fn truncate(&self, size: u64) -> std::io::Result<()> {
-        self.inner.truncate(size).await.map_err(std::io::Error::from)
+        self.inner
+            .truncate(size)
+            .await
+            .map_err(std::io::Error::from)
     }
 
     pub async fn close(self) -> std::io::Result<()> {
@@ -102,8 +109,12 @@ pub fn file_len(path: &Path) -> std::io::Result<u64> {
 /// returned file, so two brokers never share one.
 pub fn lock_dir(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<File>> {
     let f = File::create(dir.join(".lock"))?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|(_, e)| anyhow::anyhow!("data dir {} is in use by another broker: {e}", dir.display()))
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        anyhow::anyhow!(
+            "data dir {} is in use by another broker: {e}",
+            dir.display()
+        )
+    })
 }
 
 /// The cluster id stored in the data dir, created on first start.

@@ -62,17 +62,26 @@ fn validate_one(bytes: &[u8], message_bytes_max: usize) -> Result<BatchSpan, Bat
     }
     let len = header.total_bytes() as usize;
     if len > bytes.len() {
-        return Err(BatchError::Truncated { have: bytes.len(), want: len });
+        return Err(BatchError::Truncated {
+            have: bytes.len(),
+            want: len,
+        });
     }
     if header.magic() != 2 {
         return Err(BatchError::BadMagic(header.magic()));
     }
     if len > message_bytes_max {
-        return Err(BatchError::TooLarge { len, max: message_bytes_max });
+        return Err(BatchError::TooLarge {
+            len,
+            max: message_bytes_max,
+        });
     }
     let computed = batch_crc(&bytes[..len]);
     if computed != header.crc() {
-        return Err(BatchError::BadCrc { header: header.crc(), computed });
+        return Err(BatchError::BadCrc {
+            header: header.crc(),
+            computed,
+        });
     }
     let records = header.records_count();
     if records <= 0 || header.last_offset_delta() < 0 || header.last_offset_delta() >= records {
@@ -118,7 +127,10 @@ pub(crate) mod tests {
         RecordBatchEncoder::encode(
             &mut buf,
             &records,
-            &RecordEncodeOptions { version: 2, compression },
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
         )
         .unwrap();
         buf.freeze()
@@ -139,16 +151,28 @@ pub(crate) mod tests {
         let mut bad = b.to_vec();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert!(matches!(validate(&bad, 1 << 20), Err(BatchError::BadCrc { .. })));
-        assert!(matches!(validate(&b[..b.len() - 1], 1 << 20), Err(BatchError::Truncated { .. })));
+        assert!(matches!(
+            validate(&bad, 1 << 20),
+            Err(BatchError::BadCrc { .. })
+        ));
+        assert!(matches!(
+            validate(&b[..b.len() - 1], 1 << 20),
+            Err(BatchError::Truncated { .. })
+        ));
         let mut magic = b.to_vec();
         magic[batch_layout::magic] = 1;
-        assert!(matches!(validate(&magic, 1 << 20), Err(BatchError::BadMagic(1))));
+        assert!(matches!(
+            validate(&magic, 1 << 20),
+            Err(BatchError::BadMagic(1))
+        ));
         assert!(matches!(validate(&b, 10), Err(BatchError::TooLarge { .. })));
         assert!(matches!(validate(&[], 10), Err(BatchError::Empty)));
         let mut neg = b.to_vec();
         neg[8..12].copy_from_slice(&(-5i32).to_be_bytes());
-        assert!(matches!(validate(&neg, 1 << 20), Err(BatchError::BadLength(-5))));
+        assert!(matches!(
+            validate(&neg, 1 << 20),
+            Err(BatchError::BadLength(-5))
+        ));
     }
 
     #[test]

@@ -36,7 +36,10 @@ pub enum Piece {
     Bytes(Bytes),
     /// The records of the n-th partition (in response order) whose
     /// `records_len` is non-zero go here.
-    Records { partition_index: usize, len: u32 },
+    Records {
+        partition_index: usize,
+        len: u32,
+    },
 }
 
 /// Encodes the response; returns the pieces including the 4-byte size prefix.
@@ -47,7 +50,10 @@ pub fn encode_fetch_response(
     session_id: i32,
     topics: &[FetchTopicOut],
 ) -> Vec<Piece> {
-    assert!((4..=12).contains(&version), "fetch v{version} not encodable");
+    assert!(
+        (4..=12).contains(&version),
+        "fetch v{version} not encodable"
+    );
     let flexible = version >= 12;
     let mut pieces = Vec::new();
     let mut buf = BytesMut::with_capacity(128);
@@ -89,7 +95,10 @@ pub fn encode_fetch_response(
             if p.records_len > 0 {
                 total += buf.len() as u64;
                 pieces.push(Piece::Bytes(buf.split().freeze()));
-                pieces.push(Piece::Records { partition_index: index, len: p.records_len });
+                pieces.push(Piece::Records {
+                    partition_index: index,
+                    len: p.records_len,
+                });
                 total += u64::from(p.records_len);
             }
             index += 1;
@@ -107,7 +116,9 @@ pub fn encode_fetch_response(
     total += buf.len() as u64;
     pieces.push(Piece::Bytes(buf.freeze()));
     let size = (total - 4) as i32;
-    let Piece::Bytes(first) = &mut pieces[0] else { unreachable!("first piece is bytes") };
+    let Piece::Bytes(first) = &mut pieces[0] else {
+        unreachable!("first piece is bytes")
+    };
     let mut patched = BytesMut::from(first.as_ref());
     patched[0..4].copy_from_slice(&size.to_be_bytes());
     *first = patched.freeze();
@@ -148,7 +159,10 @@ mod tests {
     /// Our hand encoding must decode with the reference codec at every version.
     #[test]
     fn hand_encoding_matches_the_reference_decoder() {
-        let records = crate::protocol::batch::tests::make_batch(3, kafka_protocol::records::Compression::None);
+        let records = crate::protocol::batch::tests::make_batch(
+            3,
+            kafka_protocol::records::Compression::None,
+        );
         for version in 4..=12 {
             let topics = vec![FetchTopicOut {
                 name: "t".into(),
@@ -190,7 +204,11 @@ mod tests {
             assert_eq!(header.correlation_id, 42);
             let resp = FetchResponse::decode(&mut body, version).unwrap();
             let p0 = &resp.responses[0].partitions[0];
-            assert_eq!(p0.records.as_ref().unwrap().as_ref(), records.as_ref(), "v{version}");
+            assert_eq!(
+                p0.records.as_ref().unwrap().as_ref(),
+                records.as_ref(),
+                "v{version}"
+            );
             assert_eq!(p0.high_watermark, 3);
             assert_eq!(resp.responses[0].partitions[1].error_code, 1);
             assert_eq!(body.len(), 0, "v{version} trailing bytes");

@@ -16,7 +16,10 @@ pub fn check_size(prefix: [u8; 4], request_bytes_max: usize) -> FrameSize {
     }
     let claimed = claimed as usize;
     if claimed > request_bytes_max {
-        return FrameSize::TooLarge { claimed, max: request_bytes_max };
+        return FrameSize::TooLarge {
+            claimed,
+            max: request_bytes_max,
+        };
     }
     FrameSize::Ok(claimed)
 }
@@ -27,10 +30,16 @@ mod tests {
 
     #[test]
     fn negative_and_huge_sizes_are_refused_before_allocation() {
-        assert_eq!(check_size((-1i32).to_be_bytes(), 100), FrameSize::Negative(-1));
+        assert_eq!(
+            check_size((-1i32).to_be_bytes(), 100),
+            FrameSize::Negative(-1)
+        );
         assert_eq!(
             check_size(i32::MAX.to_be_bytes(), 100),
-            FrameSize::TooLarge { claimed: i32::MAX as usize, max: 100 }
+            FrameSize::TooLarge {
+                claimed: i32::MAX as usize,
+                max: 100
+            }
         );
         assert_eq!(check_size(100i32.to_be_bytes(), 100), FrameSize::Ok(100));
     }

@@ -35,7 +35,11 @@ pub enum FrameError {
     #[error("unknown api key {0}")]
     UnknownApi(i16),
     #[error("api {api} version {version} is not supported")]
-    UnsupportedVersion { api: i16, version: i16, correlation_id: i32 },
+    UnsupportedVersion {
+        api: i16,
+        version: i16,
+        correlation_id: i32,
+    },
     #[error("malformed request header: {0}")]
     BadHeader(String),
 }
@@ -141,15 +145,24 @@ mod tests {
         f.put_i16(9999);
         f.put_i16(0);
         f.put_i32(1);
-        assert!(matches!(decode_request(f.freeze()), Err(FrameError::UnknownApi(9999))));
+        assert!(matches!(
+            decode_request(f.freeze()),
+            Err(FrameError::UnknownApi(9999))
+        ));
         let mut f = BytesMut::new();
         f.put_i16(18);
         f.put_i16(99);
         f.put_i32(5);
         assert!(matches!(
             decode_request(f.freeze()),
-            Err(FrameError::UnsupportedVersion { correlation_id: 5, .. })
+            Err(FrameError::UnsupportedVersion {
+                correlation_id: 5,
+                ..
+            })
         ));
-        assert!(matches!(decode_request(Bytes::from_static(&[0, 1])), Err(FrameError::TooShort(2))));
+        assert!(matches!(
+            decode_request(Bytes::from_static(&[0, 1])),
+            Err(FrameError::TooShort(2))
+        ));
     }
 }

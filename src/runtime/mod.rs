@@ -32,7 +32,8 @@ thread_local! {
 }
 
 fn mesh() -> Rc<Mesh> {
-    MESH.with(|m| m.borrow().clone()).expect("called outside a shard")
+    MESH.with(|m| m.borrow().clone())
+        .expect("called outside a shard")
 }
 
 /// The shard this code runs on.
@@ -66,7 +67,10 @@ where
             let _ = tx.send(f().await);
         })
     });
-    m.senders.send_to(shard.0, job).await.map_err(|_| ShardGone(shard.0))?;
+    m.senders
+        .send_to(shard.0, job)
+        .await
+        .map_err(|_| ShardGone(shard.0))?;
     rx.await.map_err(|_| ShardGone(shard.0))
 }
 
@@ -97,10 +101,17 @@ where
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{i}"))
             .spawn(move || async move {
-                let (senders, receivers) = builder.join().await.map_err(|_| anyhow::anyhow!("mesh join failed"))?;
+                let (senders, receivers) = builder
+                    .join()
+                    .await
+                    .map_err(|_| anyhow::anyhow!("mesh join failed"))?;
                 let id = senders.peer_id();
                 MESH.with(|m| {
-                    *m.borrow_mut() = Some(Rc::new(Mesh { id, shards, senders }));
+                    *m.borrow_mut() = Some(Rc::new(Mesh {
+                        id,
+                        shards,
+                        senders,
+                    }));
                 });
                 let mut receivers = receivers;
                 for (_, rx) in receivers.streams() {
@@ -131,7 +142,11 @@ where
 /// the affinity mask is smaller than the shard count.
 fn pinnable_cpus(shards: usize) -> Vec<Option<usize>> {
     let allowed: Vec<usize> = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
-        .map(|set| (0..nix::sched::CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false)).collect())
+        .map(|set| {
+            (0..nix::sched::CpuSet::count())
+                .filter(|&c| set.is_set(c).unwrap_or(false))
+                .collect()
+        })
         .unwrap_or_default();
     (0..shards).map(|i| allowed.get(i).copied()).collect()
 }

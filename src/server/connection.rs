@@ -26,7 +26,10 @@ pub enum Response {
     None,
     Bytes(Bytes),
     /// A fetch response: encoded pieces plus the file regions they name.
-    Fetch { pieces: Vec<Piece>, slices: Vec<Option<ReadSlice>> },
+    Fetch {
+        pieces: Vec<Piece>,
+        slices: Vec<Option<ReadSlice>>,
+    },
     /// The request cannot be answered in its own format: close, say why.
     Close(String),
 }
@@ -39,7 +42,8 @@ pub async fn serve(stream: TcpStream, peer: String) {
         limits::connection_inflight_requests_max,
     );
     let peer_w = peer.clone();
-    let writer_task = glommio::spawn_local(async move { write_loop(writer, fd, rx, &peer_w).await });
+    let writer_task =
+        glommio::spawn_local(async move { write_loop(writer, fd, rx, &peer_w).await });
     let request_bytes_max = ctx().config.socket_request_bytes_max;
     loop {
         let mut prefix = [0u8; 4];
@@ -67,7 +71,12 @@ pub async fn serve(stream: TcpStream, peer: String) {
         }
         let frame = match protocol::decode_request(body.freeze()) {
             Ok(f) => f,
-            Err(FrameError::UnsupportedVersion { api: api::API_VERSIONS, correlation_id, version, .. }) => {
+            Err(FrameError::UnsupportedVersion {
+                api: api::API_VERSIONS,
+                correlation_id,
+                version,
+                ..
+            }) => {
                 // Kafka answers an unknown ApiVersions version in v0 with
                 // UNSUPPORTED_VERSION and its table, so the client can retry.
                 tracing::debug!(%peer, version, "ApiVersions version unsupported; answering v0");
@@ -84,7 +93,8 @@ pub async fn serve(stream: TcpStream, peer: String) {
             }
         };
         let peer_h = peer.clone();
-        let h = glommio::spawn_local(async move { handlers::dispatch(frame, &peer_h).await }).detach();
+        let h =
+            glommio::spawn_local(async move { handlers::dispatch(frame, &peer_h).await }).detach();
         if tx.send(h).await.is_err() {
             break;
         }
@@ -105,7 +115,9 @@ async fn write_loop(
         let result = match resp {
             Response::None => Ok(()),
             Response::Bytes(b) => writer.write_all(&b).await,
-            Response::Fetch { pieces, slices } => write_fetch(&mut writer, fd, pieces, &slices).await,
+            Response::Fetch { pieces, slices } => {
+                write_fetch(&mut writer, fd, pieces, &slices).await
+            }
             Response::Close(why) => {
                 tracing::warn!(%peer, reason = %why, "closing connection");
                 break;
@@ -131,8 +143,13 @@ async fn write_fetch(
     for piece in pieces {
         match piece {
             Piece::Bytes(b) => writer.write_all(&b).await?,
-            Piece::Records { partition_index, len } => {
-                let s = slices[partition_index].as_ref().expect("records piece has a slice");
+            Piece::Records {
+                partition_index,
+                len,
+            } => {
+                let s = slices[partition_index]
+                    .as_ref()
+                    .expect("records piece has a slice");
                 assert_eq!(s.len, len, "fetch piece and slice disagree");
                 writer.flush().await?;
                 send_file_region(writer, fd, &s.file, s.pos, s.len as usize, &mut stats).await?;
@@ -140,7 +157,9 @@ async fn write_fetch(
         }
     }
     let c = ctx();
-    c.sendfile_bytes.set(c.sendfile_bytes.get() + stats.sendfile_bytes);
-    c.copied_bytes.set(c.copied_bytes.get() + stats.copied_bytes);
+    c.sendfile_bytes
+        .set(c.sendfile_bytes.get() + stats.sendfile_bytes);
+    c.copied_bytes
+        .set(c.copied_bytes.get() + stats.copied_bytes);
     Ok(())
 }

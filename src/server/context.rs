@@ -31,7 +31,8 @@ thread_local! {
 
 /// This shard's context.
 pub fn ctx() -> Rc<ShardContext> {
-    CTX.with(|c| c.borrow().clone()).expect("shard context not installed")
+    CTX.with(|c| c.borrow().clone())
+        .expect("shard context not installed")
 }
 
 impl ShardContext {
@@ -81,7 +82,11 @@ impl ShardContext {
             .partitions
             .borrow()
             .keys()
-            .filter(|tp| table.get(&tp.topic).is_none_or(|m| tp.partition.0 >= m.partitions))
+            .filter(|tp| {
+                table
+                    .get(&tp.topic)
+                    .is_none_or(|m| tp.partition.0 >= m.partitions)
+            })
             .cloned()
             .collect();
         for tp in stale {
@@ -95,7 +100,10 @@ impl ShardContext {
                 if self.owner(&meta.name, p) != self.shard {
                     continue;
                 }
-                let tp = TopicPartition { topic: meta.name.clone(), partition: PartitionId(p) };
+                let tp = TopicPartition {
+                    topic: meta.name.clone(),
+                    partition: PartitionId(p),
+                };
                 if let Some(log) = self.partition(&tp) {
                     log.set_config(meta.config.clone());
                     continue;

@@ -50,7 +50,10 @@ pub async fn shard_main(
             }
             futures::future::Either::Right(_) => break,
         };
-        let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        let peer = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         if c.connections.get() >= per_shard_max {
             tracing::warn!(%peer, max = config.connections_max, "closing connection: max.connections reached");
             drop(stream);
@@ -63,7 +66,12 @@ pub async fn shard_main(
             c.connections.set(c.connections.get() - 1);
         });
     }
-    tracing::info!(shard = shard.0, sendfile_bytes = c.sendfile_bytes.get(), copied_bytes = c.copied_bytes.get(), "shard stopping");
+    tracing::info!(
+        shard = shard.0,
+        sendfile_bytes = c.sendfile_bytes.get(),
+        copied_bytes = c.copied_bytes.get(),
+        "shard stopping"
+    );
     c.close_all().await;
     Ok(())
 }
@@ -99,7 +107,7 @@ async fn flush_loop() {
         let now = io::now_ms();
         for log in ctx().owned_partitions() {
             log.flush_if_due(now).await;
-            if ticks % 60 == 0 {
+            if ticks.is_multiple_of(60) {
                 if let Err(e) = log.write_checkpoints() {
                     tracing::error!(partition = %log.tp, error = %e, "checkpoint failed");
                 }

@@ -39,7 +39,7 @@ impl OffsetIndex {
 
     /// Loads a persisted index; `None` if it is malformed or points past `size`.
     pub fn from_bytes(bytes: &[u8], size: u64) -> Option<Self> {
-        if bytes.len() % 8 != 0 {
+        if !bytes.len().is_multiple_of(8) {
             return None;
         }
         let mut idx = Self::default();
@@ -106,7 +106,7 @@ impl TimeIndex {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() % 12 != 0 {
+        if !bytes.len().is_multiple_of(12) {
             return None;
         }
         let mut idx = Self::default();

@@ -94,7 +94,11 @@ const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
 impl PartitionLog {
     /// Opens or creates the partition in `dir`, recovering every segment
     /// from the one holding the recovery point onwards.
-    pub async fn open(dir: &Path, tp: TopicPartition, config: TopicConfig) -> Result<Rc<Self>, StorageError> {
+    pub async fn open(
+        dir: &Path,
+        tp: TopicPartition,
+        config: TopicConfig,
+    ) -> Result<Rc<Self>, StorageError> {
         std::fs::create_dir_all(dir)?;
         let recovery_point = read_checkpoint(&dir.join(RECOVERY_CHECKPOINT)).unwrap_or(0);
         let saved_start = read_checkpoint(&dir.join(LOG_START_CHECKPOINT));
@@ -132,7 +136,9 @@ impl PartitionLog {
             None => segments.push(Segment::create(dir, saved_start.unwrap_or(0), now).await?),
         }
         let first_base = segments[0].base_offset;
-        let start = saved_start.unwrap_or(first_base).clamp(first_base, end.max(first_base));
+        let start = saved_start
+            .unwrap_or(first_base)
+            .clamp(first_base, end.max(first_base));
         let end = end.max(segments.last().expect("one segment").base_offset);
         let log = Rc::new(Self {
             tp,
@@ -184,12 +190,20 @@ impl PartitionLog {
     }
 
     /// Appends validated batches; resolves once they are written and visible.
-    pub async fn append(self: &Rc<Self>, records: Bytes, spans: Vec<BatchSpan>) -> Result<Appended, StorageError> {
+    pub async fn append(
+        self: &Rc<Self>,
+        records: Bytes,
+        spans: Vec<BatchSpan>,
+    ) -> Result<Appended, StorageError> {
         if let Some(why) = self.poisoned() {
             return Err(StorageError::Poisoned(why));
         }
         let (tx, rx) = oneshot::channel();
-        self.queue.borrow_mut().push_back(PendingAppend { records, spans, reply: tx });
+        self.queue.borrow_mut().push_back(PendingAppend {
+            records,
+            spans,
+            reply: tx,
+        });
         if !self.draining.get() {
             self.draining.set(true);
             let me = self.clone();
@@ -256,14 +270,20 @@ impl PartitionLog {
                 let at = buf.len();
                 buf.extend_from_slice(&p.records[span.start..span.start + span.len]);
                 let b = &mut buf[at..at + span.len];
-                b[batch_layout::base_offset..batch_layout::base_offset + 8].copy_from_slice(&offset.to_be_bytes());
+                b[batch_layout::base_offset..batch_layout::base_offset + 8]
+                    .copy_from_slice(&offset.to_be_bytes());
                 b[batch_layout::partition_leader_epoch..batch_layout::partition_leader_epoch + 4]
                     .copy_from_slice(&epoch.to_be_bytes());
                 let mut max_ts = span.max_timestamp;
                 if config.message_timestamp_type == TimestampType::LogAppendTime {
-                    let attrs = i16::from_be_bytes([b[batch_layout::attributes], b[batch_layout::attributes + 1]]) | 0x08;
-                    b[batch_layout::attributes..batch_layout::attributes + 2].copy_from_slice(&attrs.to_be_bytes());
-                    b[batch_layout::max_timestamp..batch_layout::max_timestamp + 8].copy_from_slice(&now.to_be_bytes());
+                    let attrs = i16::from_be_bytes([
+                        b[batch_layout::attributes],
+                        b[batch_layout::attributes + 1],
+                    ]) | 0x08;
+                    b[batch_layout::attributes..batch_layout::attributes + 2]
+                        .copy_from_slice(&attrs.to_be_bytes());
+                    b[batch_layout::max_timestamp..batch_layout::max_timestamp + 8]
+                        .copy_from_slice(&now.to_be_bytes());
                     let crc = batch_crc(b);
                     b[batch_layout::crc..batch_layout::crc + 4].copy_from_slice(&crc.to_be_bytes());
                     max_ts = now;
@@ -282,7 +302,11 @@ impl PartitionLog {
             results.push(Appended {
                 base_offset: first,
                 last_offset: offset - 1,
-                log_append_time: if config.message_timestamp_type == TimestampType::LogAppendTime { now } else { -1 },
+                log_append_time: if config.message_timestamp_type == TimestampType::LogAppendTime {
+                    now
+                } else {
+                    -1
+                },
             });
         }
         self.next_offset.set(offset);
@@ -312,7 +336,8 @@ impl PartitionLog {
         for (p, r) in group.into_iter().zip(results) {
             let _ = p.reply.send(Ok(r));
         }
-        self.messages_since_flush.set(self.messages_since_flush.get() + messages);
+        self.messages_since_flush
+            .set(self.messages_since_flush.get() + messages);
         if self.messages_since_flush.get() >= config.flush_messages {
             let _ = self.sync_to(offset).await;
         }
@@ -342,7 +367,11 @@ impl PartitionLog {
         if let Some(w) = old_writer {
             w.fdatasync().await?;
         }
-        self.segments.borrow().last().expect("sealed").persist_indexes()?;
+        self.segments
+            .borrow()
+            .last()
+            .expect("sealed")
+            .persist_indexes()?;
         let seg = Segment::create(&self.dir, next_base, now).await?;
         self.segments.borrow_mut().push(seg);
         tracing::debug!(partition = %self.tp, base = next_base, "rolled segment");
@@ -368,7 +397,14 @@ impl PartitionLog {
             self.syncing.set(true);
             let target = self.visible_end.get();
             let result = {
-                let w = self.segments.borrow().last().expect("active").writer.clone().expect("writer");
+                let w = self
+                    .segments
+                    .borrow()
+                    .last()
+                    .expect("active")
+                    .writer
+                    .clone()
+                    .expect("writer");
                 w.fdatasync().await
             };
             self.syncing.set(false);
@@ -391,7 +427,9 @@ impl PartitionLog {
     /// Fsyncs if `flush.ms` has passed since the last flush.
     pub async fn flush_if_due(self: &Rc<Self>, now_ms: i64) {
         let config = self.config();
-        if self.durable_end.get() < self.visible_end.get() && now_ms - self.last_flush_ms.get() >= config.flush_ms {
+        if self.durable_end.get() < self.visible_end.get()
+            && now_ms - self.last_flush_ms.get() >= config.flush_ms
+        {
             let _ = self.sync_to(self.visible_end.get()).await;
         }
     }
@@ -428,7 +466,9 @@ impl PartitionLog {
             return Ok(None);
         }
         let segs = self.segments.borrow();
-        let first = segs.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+        let first = segs
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1);
         for seg in &segs[first..] {
             if seg.next_offset <= offset {
                 continue;
@@ -436,7 +476,11 @@ impl PartitionLog {
             if let Some(b) = seg.find(offset)? {
                 let room = seg.size - b.pos;
                 let len = room.min(u64::from(max_bytes)).max(b.len);
-                return Ok(Some(ReadSlice { file: seg.reader.clone(), pos: b.pos, len: len as u32 }));
+                return Ok(Some(ReadSlice {
+                    file: seg.reader.clone(),
+                    pos: b.pos,
+                    len: len as u32,
+                }));
             }
         }
         Ok(None)
@@ -462,7 +506,11 @@ impl PartitionLog {
     /// The batch holding the greatest timestamp (ListOffsets -3).
     pub fn max_timestamp_batch(&self) -> Result<Option<Vec<u8>>, StorageError> {
         let segs = self.segments.borrow();
-        let Some(seg) = segs.iter().filter(|s| s.size > 0).max_by_key(|s| s.max_timestamp) else {
+        let Some(seg) = segs
+            .iter()
+            .filter(|s| s.size > 0)
+            .max_by_key(|s| s.max_timestamp)
+        else {
             return Ok(None);
         };
         let ts = seg.max_timestamp;
@@ -480,7 +528,11 @@ impl PartitionLog {
     /// (never the active one). Returns how many were removed.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
         let config = self.config();
-        if !config.cleanup_policy.split(',').any(|p| p.trim() == "delete") {
+        if !config
+            .cleanup_policy
+            .split(',')
+            .any(|p| p.trim() == "delete")
+        {
             return Ok(0);
         }
         let mut removed = 0;
@@ -492,12 +544,14 @@ impl PartitionLog {
                 }
                 let oldest = &segs[0];
                 let total: u64 = segs.iter().map(|s| s.size).sum();
-                let by_size = config.retention_bytes >= 0 && total - oldest.size >= config.retention_bytes as u64
+                let by_size = config.retention_bytes >= 0
+                    && total - oldest.size >= config.retention_bytes as u64
                     && total > config.retention_bytes as u64;
                 let by_time = config.retention_ms >= 0
                     && oldest.max_timestamp >= 0
                     && now_ms - oldest.max_timestamp > config.retention_ms;
-                let empty_old = config.retention_ms >= 0 && oldest.max_timestamp < 0 && oldest.size == 0;
+                let empty_old =
+                    config.retention_ms >= 0 && oldest.max_timestamp < 0 && oldest.size == 0;
                 by_size || by_time || empty_old
             };
             if !victim {
@@ -505,7 +559,8 @@ impl PartitionLog {
             }
             let seg = self.segments.borrow_mut().remove(0);
             let next_start = self.segments.borrow()[0].base_offset;
-            self.log_start_offset.set(self.log_start_offset.get().max(next_start));
+            self.log_start_offset
+                .set(self.log_start_offset.get().max(next_start));
             seg.delete_files()?;
             tracing::info!(partition = %self.tp, base = seg.base_offset, "retention deleted segment");
             removed += 1;
@@ -518,8 +573,16 @@ impl PartitionLog {
 
     /// Writes the recovery point (what is fsynced) and the log start offset.
     pub fn write_checkpoints(&self) -> std::io::Result<()> {
-        write_checkpoint(&self.dir.join(RECOVERY_CHECKPOINT), &self.tp, self.durable_end.get())?;
-        write_checkpoint(&self.dir.join(LOG_START_CHECKPOINT), &self.tp, self.log_start_offset.get())
+        write_checkpoint(
+            &self.dir.join(RECOVERY_CHECKPOINT),
+            &self.tp,
+            self.durable_end.get(),
+        )?;
+        write_checkpoint(
+            &self.dir.join(LOG_START_CHECKPOINT),
+            &self.tp,
+            self.log_start_offset.get(),
+        )
     }
 
     /// Clean shutdown: fsync, persist indexes and checkpoints.

@@ -10,6 +10,9 @@ pub mod segment;
 pub use log::{Appended, PartitionLog, ReadSlice, StorageError};
 
 /// The directory of a partition under the data dir: `<topic>-<partition>`.
-pub fn partition_dir(data_dir: &std::path::Path, tp: &crate::model::TopicPartition) -> std::path::PathBuf {
+pub fn partition_dir(
+    data_dir: &std::path::Path,
+    tp: &crate::model::TopicPartition,
+) -> std::path::PathBuf {
     data_dir.join(format!("{}-{}", tp.topic, tp.partition.0))
 }

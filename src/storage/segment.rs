@@ -134,9 +134,13 @@ impl Segment {
     fn load_indexes(&mut self, file_size: u64) -> bool {
         let idx = std::fs::read(index_path(&self.dir, self.base_offset)).ok();
         let tidx = std::fs::read(timeindex_path(&self.dir, self.base_offset)).ok();
-        let (Some(idx), Some(tidx)) = (idx, tidx) else { return false };
-        let (Some(idx), Some(tidx)) = (OffsetIndex::from_bytes(&idx, file_size), TimeIndex::from_bytes(&tidx))
-        else {
+        let (Some(idx), Some(tidx)) = (idx, tidx) else {
+            return false;
+        };
+        let (Some(idx), Some(tidx)) = (
+            OffsetIndex::from_bytes(&idx, file_size),
+            TimeIndex::from_bytes(&tidx),
+        ) else {
             return false;
         };
         // Walk headers from the last index entry to the end to find the tail.
@@ -176,7 +180,9 @@ impl Segment {
     pub fn note_batch(&mut self, b: &BatchAt) {
         assert!(b.base_offset >= self.base_offset);
         let rel = (b.base_offset - self.base_offset) as u32;
-        if self.bytes_since_index >= limits::index_interval_bytes || (self.index.is_empty() && b.pos > 0) {
+        if self.bytes_since_index >= limits::index_interval_bytes
+            || (self.index.is_empty() && b.pos > 0)
+        {
             self.index.push(rel, b.pos as u32);
             self.bytes_since_index = 0;
         }
@@ -227,8 +233,14 @@ impl Segment {
 
     /// Writes both indexes atomically beside the log file.
     pub fn persist_indexes(&self) -> std::io::Result<()> {
-        file::write_atomic(&index_path(&self.dir, self.base_offset), &self.index.to_bytes())?;
-        file::write_atomic(&timeindex_path(&self.dir, self.base_offset), &self.time_index.to_bytes())
+        file::write_atomic(
+            &index_path(&self.dir, self.base_offset),
+            &self.index.to_bytes(),
+        )?;
+        file::write_atomic(
+            &timeindex_path(&self.dir, self.base_offset),
+            &self.time_index.to_bytes(),
+        )
     }
 
     pub fn delete_files(&self) -> std::io::Result<()> {
@@ -276,7 +288,11 @@ pub fn scan_batch(
         if file::pread(f, &mut whole, pos)? < whole.len() {
             return Ok(None);
         }
-        let stored = u32::from_be_bytes(whole[batch_layout::crc..batch_layout::crc + 4].try_into().expect("4"));
+        let stored = u32::from_be_bytes(
+            whole[batch_layout::crc..batch_layout::crc + 4]
+                .try_into()
+                .expect("4"),
+        );
         if batch_crc(&whole) != stored {
             return Ok(None);
         }

@@ -18,16 +18,31 @@ thread_local! {
 /// One requested change to the table.
 #[derive(Clone, Debug)]
 pub enum TopicChange {
-    Create { name: String, partitions: i32, configs: BTreeMap<String, String> },
-    Delete { name: String },
-    AddPartitions { name: String, count: i32 },
+    Create {
+        name: String,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    },
+    Delete {
+        name: String,
+    },
+    AddPartitions {
+        name: String,
+        count: i32,
+    },
 }
 
 /// Applies changes in order on shard 0; returns one result per change.
 /// `validate_only` checks without applying.
-pub async fn change_topics(changes: Vec<TopicChange>, validate_only: bool) -> Vec<Result<(), Refusal>> {
+pub async fn change_topics(
+    changes: Vec<TopicChange>,
+    validate_only: bool,
+) -> Vec<Result<(), Refusal>> {
     let n = changes.len();
-    let result = run_on(ShardId(0), move || async move { apply_on_writer(changes, validate_only).await }).await;
+    let result = run_on(ShardId(0), move || async move {
+        apply_on_writer(changes, validate_only).await
+    })
+    .await;
     result.unwrap_or_else(|_| {
         (0..n)
             .map(|_| {
@@ -40,7 +55,10 @@ pub async fn change_topics(changes: Vec<TopicChange>, validate_only: bool) -> Ve
     })
 }
 
-async fn apply_on_writer(changes: Vec<TopicChange>, validate_only: bool) -> Vec<Result<(), Refusal>> {
+async fn apply_on_writer(
+    changes: Vec<TopicChange>,
+    validate_only: bool,
+) -> Vec<Result<(), Refusal>> {
     let permit = ADMIN_PERMIT.with(|p| p.clone());
     let _guard = permit.acquire_permit(1).await;
     let c = ctx();
@@ -49,11 +67,19 @@ async fn apply_on_writer(changes: Vec<TopicChange>, validate_only: bool) -> Vec<
     let mut changed = false;
     for change in changes {
         let r = match change {
-            TopicChange::Create { name, partitions, configs } => {
+            TopicChange::Create {
+                name,
+                partitions,
+                configs,
+            } => {
                 if validate_only {
-                    table.check_create(&c.config.props, &name, partitions, &configs).map(|_| ())
+                    table
+                        .check_create(&c.config.props, &name, partitions, &configs)
+                        .map(|_| ())
                 } else {
-                    table.create(&c.config.props, &name, partitions, configs).map(|_| ())
+                    table
+                        .create(&c.config.props, &name, partitions, configs)
+                        .map(|_| ())
                 }
             }
             TopicChange::Delete { name } => {
@@ -85,7 +111,10 @@ async fn apply_on_writer(changes: Vec<TopicChange>, validate_only: bool) -> Vec<
         return results
             .into_iter()
             .map(|_| {
-                Err(Refusal { code: ResponseError::KafkaStorageError.code(), message: format!("persisting metadata: {e}") })
+                Err(Refusal {
+                    code: ResponseError::KafkaStorageError.code(),
+                    message: format!("persisting metadata: {e}"),
+                })
             })
             .collect();
     }

@@ -5,7 +5,12 @@ use crate::server::connection::Response;
 
 pub fn handle(frame: &RequestFrame) -> Response {
     let body = api::api_versions_response(0);
-    match protocol::encode_response(api::API_VERSIONS, frame.api_version, frame.correlation_id, &body) {
+    match protocol::encode_response(
+        api::API_VERSIONS,
+        frame.api_version,
+        frame.correlation_id,
+        &body,
+    ) {
         Ok(b) => Response::Bytes(b),
         Err(e) => Response::Close(format!("encoding ApiVersions: {e}")),
     }

@@ -13,7 +13,10 @@ pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
     let changes = req
         .topics
         .iter()
-        .map(|t| TopicChange::AddPartitions { name: t.name.to_string(), count: t.count })
+        .map(|t| TopicChange::AddPartitions {
+            name: t.name.to_string(),
+            count: t.count,
+        })
         .collect();
     let results = change_topics(changes, req.validate_only).await;
     let out = req
@@ -24,9 +27,14 @@ pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
             let out = CreatePartitionsTopicResult::default().with_name(t.name.clone());
             match r {
                 Ok(()) => out,
-                Err(e) => out.with_error_code(e.code).with_error_message(Some(StrBytes::from_string(e.message))),
+                Err(e) => out
+                    .with_error_code(e.code)
+                    .with_error_message(Some(StrBytes::from_string(e.message))),
             }
         })
         .collect();
-    reply(frame, &CreatePartitionsResponse::default().with_results(out))
+    reply(
+        frame,
+        &CreatePartitionsResponse::default().with_results(out),
+    )
 }

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
 use super::admin::{change_topics, TopicChange};
@@ -20,16 +22,35 @@ pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
     let mut early: Vec<Option<(i16, String)>> = Vec::new();
     for t in &req.topics {
         let name = t.name.to_string();
-        let mut partitions = if t.num_partitions == -1 { c.config.num_partitions } else { t.num_partitions };
-        let pre = if !(t.replication_factor == -1 || t.replication_factor == 1) && t.assignments.is_empty() {
+        let mut partitions = if t.num_partitions == -1 {
+            c.config.num_partitions
+        } else {
+            t.num_partitions
+        };
+        let pre = if !(t.replication_factor == -1 || t.replication_factor == 1)
+            && t.assignments.is_empty()
+        {
             Some((
                 ResponseError::InvalidReplicationFactor.code(),
-                format!("replication factor {} exceeds the 1 available broker", t.replication_factor),
+                format!(
+                    "replication factor {} exceeds the 1 available broker",
+                    t.replication_factor
+                ),
             ))
         } else if !t.assignments.is_empty() && t.num_partitions != -1 {
-            Some((ResponseError::InvalidRequest.code(), "both num_partitions and assignments given".into()))
-        } else if t.assignments.iter().any(|a| a.broker_ids.iter().any(|b| b.0 != node) || a.broker_ids.len() != 1) {
-            Some((ResponseError::InvalidReplicaAssignment.code(), "assignments must name this broker only".into()))
+            Some((
+                ResponseError::InvalidRequest.code(),
+                "both num_partitions and assignments given".into(),
+            ))
+        } else if t
+            .assignments
+            .iter()
+            .any(|a| a.broker_ids.iter().any(|b| b.0 != node) || a.broker_ids.len() != 1)
+        {
+            Some((
+                ResponseError::InvalidReplicaAssignment.code(),
+                "assignments must name this broker only".into(),
+            ))
         } else {
             None
         };
@@ -43,7 +64,11 @@ pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
                     configs.insert(kv.name.to_string(), v.to_string());
                 }
             }
-            changes.push(TopicChange::Create { name, partitions, configs });
+            changes.push(TopicChange::Create {
+                name,
+                partitions,
+                configs,
+            });
         }
         early.push(pre);
     }
@@ -54,7 +79,10 @@ pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
         let mut r = CreatableTopicResult::default().with_name(t.name.clone());
         let outcome = match pre {
             Some(e) => Err(e),
-            None => results.next().expect("one result per change").map_err(|e| (e.code, e.message)),
+            None => results
+                .next()
+                .expect("one result per change")
+                .map_err(|e| (e.code, e.message)),
         };
         match outcome {
             Ok(()) => {
@@ -63,7 +91,9 @@ pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
                         r = r.with_topic_id(meta.id);
                     }
                     if v >= 5 {
-                        r = r.with_num_partitions(meta.partitions).with_replication_factor(1);
+                        r = r
+                            .with_num_partitions(meta.partitions)
+                            .with_replication_factor(1);
                     }
                     if v >= 5 {
                         let configs = meta
@@ -81,7 +111,10 @@ pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
                 }
             }
             Err((code, message)) => {
-                r = r.with_error_code(code).with_num_partitions(-1).with_replication_factor(-1);
+                r = r
+                    .with_error_code(code)
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1);
                 if v >= 1 {
                     r = r.with_error_message(Some(StrBytes::from_string(message)));
                 }

@@ -22,7 +22,11 @@ pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
     for t in &req.topics {
         let name = match &t.name {
             Some(n) => Some(n.to_string()),
-            None => table.topics.values().find(|m| m.id == t.topic_id).map(|m| m.name.clone()),
+            None => table
+                .topics
+                .values()
+                .find(|m| m.id == t.topic_id)
+                .map(|m| m.name.clone()),
         };
         targets.push((name, t.topic_id));
     }
@@ -37,14 +41,18 @@ pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
         .map(|(name, id)| {
             let r = DeletableTopicResult::default()
                 .with_name(name.clone().map(|n| TopicName(StrBytes::from_string(n))))
-                .with_topic_id(if frame.api_version >= 6 { id } else { uuid::Uuid::nil() });
+                .with_topic_id(if frame.api_version >= 6 {
+                    id
+                } else {
+                    uuid::Uuid::nil()
+                });
             match name {
                 None => r.with_error_code(ResponseError::UnknownTopicId.code()),
                 Some(_) => match results.next().expect("one result per change") {
                     Ok(()) => r,
-                    Err(e) => r
-                        .with_error_code(e.code)
-                        .with_error_message((frame.api_version >= 5).then(|| StrBytes::from_string(e.message))),
+                    Err(e) => r.with_error_code(e.code).with_error_message(
+                        (frame.api_version >= 5).then(|| StrBytes::from_string(e.message)),
+                    ),
                 },
             }
         })

@@ -1,7 +1,9 @@
 //! DescribeConfigs: a topic's effective configs (overrides marked as
 //! dynamic topic configs, the rest as defaults) or the broker's properties.
 
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
 use super::{decode, reply};
@@ -22,7 +24,11 @@ pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
     let mut results = Vec::with_capacity(req.resources.len());
     for r in &req.resources {
         let name = r.resource_name.to_string();
-        let wanted = |k: &str| r.configuration_keys.as_ref().is_none_or(|ks| ks.iter().any(|x| x.as_str() == k));
+        let wanted = |k: &str| {
+            r.configuration_keys
+                .as_ref()
+                .is_none_or(|ks| ks.iter().any(|x| x.as_str() == k))
+        };
         let out = DescribeConfigsResult::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
@@ -41,7 +47,11 @@ pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
                         .filter(|(k, _)| wanted(k))
                         .map(|(k, broker_key)| match meta.overrides.get(*k) {
                             Some(v) => entry(k, v.clone(), SOURCE_DYNAMIC_TOPIC),
-                            None => entry(k, c.config.prop(broker_key).unwrap_or_default().to_string(), SOURCE_DEFAULT),
+                            None => entry(
+                                k,
+                                c.config.prop(broker_key).unwrap_or_default().to_string(),
+                                SOURCE_DEFAULT,
+                            ),
                         })
                         .collect();
                     out.with_configs(configs)
@@ -59,7 +69,10 @@ pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
                     out.with_configs(configs)
                 } else {
                     out.with_error_code(ResponseError::InvalidRequest.code())
-                        .with_error_message(Some(StrBytes::from_string(format!("this is broker {}", c.config.node_id))))
+                        .with_error_message(Some(StrBytes::from_string(format!(
+                            "this is broker {}",
+                            c.config.node_id
+                        ))))
                 }
             }
             _ => out
@@ -68,5 +81,8 @@ pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
         };
         results.push(result);
     }
-    reply(frame, &DescribeConfigsResponse::default().with_results(results))
+    reply(
+        frame,
+        &DescribeConfigsResponse::default().with_results(results),
+    )
 }

@@ -49,15 +49,21 @@ pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
     let wait_ms = req.max_wait_ms.clamp(0, limits::fetch_wait_ms_max);
     let deadline = Instant::now() + Duration::from_millis(wait_ms as u64);
     let min_bytes = req.min_bytes.max(0) as u64;
-    let max_bytes = if req.max_bytes <= 0 { i32::MAX } else { req.max_bytes } as u64;
+    let max_bytes = if req.max_bytes <= 0 {
+        i32::MAX
+    } else {
+        req.max_bytes
+    } as u64;
     let gots = loop {
         let gots = read_all(&wants, max_bytes).await;
-        let total: u64 = gots.iter().filter_map(|g| g.slice.as_ref()).map(|s| u64::from(s.len)).sum();
+        let total: u64 = gots
+            .iter()
+            .filter_map(|g| g.slice.as_ref())
+            .map(|s| u64::from(s.len))
+            .sum();
         let any_error = gots.iter().any(|g| g.error != 0);
-        if total >= min_bytes.max(1) || any_error || Instant::now() >= deadline || wants.is_empty() {
-            break gots;
-        }
-        if total > 0 && total >= min_bytes {
+        let enough = total >= min_bytes && (total > 0 || min_bytes == 0);
+        if enough || any_error || Instant::now() >= deadline || wants.is_empty() {
             break gots;
         }
         wait_any(&wants, deadline).await;
@@ -92,18 +98,26 @@ pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
 async fn read_all(wants: &[Want], max_bytes: u64) -> Vec<Got> {
     let c = ctx();
     let reads = wants.iter().map(|w| {
-        let known = c.topic(&w.topic).is_some_and(|m| (0..m.partitions).contains(&w.partition));
-        let tp = TopicPartition { topic: w.topic.clone(), partition: PartitionId(w.partition) };
+        let known = c
+            .topic(&w.topic)
+            .is_some_and(|m| (0..m.partitions).contains(&w.partition));
+        let tp = TopicPartition {
+            topic: w.topic.clone(),
+            partition: PartitionId(w.partition),
+        };
         let owner = c.owner(&w.topic, w.partition);
         let (offset, part_max) = (w.offset, w.max_bytes.max(0) as u32);
         async move {
             if !known {
                 return Err(PartitionError::UnknownTopicOrPartition);
             }
-            run_on(owner, move || async move { read_local(&tp, offset, part_max) })
-                .await
-                .map_err(PartitionError::from)
-                .and_then(|r| r)
+            run_on(
+                owner,
+                move || async move { read_local(&tp, offset, part_max) },
+            )
+            .await
+            .map_err(PartitionError::from)
+            .and_then(|r| r)
         }
     });
     let results = futures::future::join_all(reads).await;
@@ -123,24 +137,43 @@ async fn read_all(wants: &[Want], max_bytes: u64) -> Vec<Got> {
                 }
                 g
             }
-            Err(e) => Got { error: error_code(&e), high_watermark: -1, log_start: -1, slice: None },
+            Err(e) => Got {
+                error: error_code(&e),
+                high_watermark: -1,
+                log_start: -1,
+                slice: None,
+            },
         })
         .collect()
 }
 
 /// Runs on the owning shard.
 fn read_local(tp: &TopicPartition, offset: i64, max_bytes: u32) -> Result<Got, PartitionError> {
-    let log = ctx().partition(tp).ok_or(PartitionError::UnknownTopicOrPartition)?;
+    let log = ctx()
+        .partition(tp)
+        .ok_or(PartitionError::UnknownTopicOrPartition)?;
     let high_watermark = log.high_watermark();
     let log_start = log.log_start_offset();
     match log.read(offset, max_bytes) {
-        Ok(slice) => Ok(Got { error: 0, high_watermark, log_start, slice }),
+        Ok(slice) => Ok(Got {
+            error: 0,
+            high_watermark,
+            log_start,
+            slice,
+        }),
         Err(e) => {
             let code = error_code(&PartitionError::Storage(e));
             if code == ResponseError::OffsetOutOfRange.code() {
-                return Ok(Got { error: code, high_watermark, log_start, slice: None });
+                return Ok(Got {
+                    error: code,
+                    high_watermark,
+                    log_start,
+                    slice: None,
+                });
             }
-            Err(PartitionError::Storage(crate::storage::StorageError::Io(format!("read: {code}"))))
+            Err(PartitionError::Storage(crate::storage::StorageError::Io(
+                format!("read: {code}"),
+            )))
         }
     }
 }
@@ -149,12 +182,18 @@ fn read_local(tp: &TopicPartition, offset: i64, max_bytes: u32) -> Result<Got, P
 async fn wait_any(wants: &[Want], deadline: Instant) {
     let c = ctx();
     let waits = wants.iter().filter_map(|w| {
-        c.topic(&w.topic).filter(|m| (0..m.partitions).contains(&w.partition))?;
-        let tp = TopicPartition { topic: w.topic.clone(), partition: PartitionId(w.partition) };
+        c.topic(&w.topic)
+            .filter(|m| (0..m.partitions).contains(&w.partition))?;
+        let tp = TopicPartition {
+            topic: w.topic.clone(),
+            partition: PartitionId(w.partition),
+        };
         let owner = c.owner(&w.topic, w.partition);
         let offset = w.offset;
         Some(Box::pin(run_on(owner, move || async move {
-            let Some(log) = ctx().partition(&tp) else { return };
+            let Some(log) = ctx().partition(&tp) else {
+                return;
+            };
             if log.high_watermark() > offset {
                 return;
             }
@@ -168,6 +207,8 @@ async fn wait_any(wants: &[Want], deadline: Instant) {
         crate::io::sleep(deadline.saturating_duration_since(Instant::now())).await;
         return;
     }
-    let timeout = Box::pin(crate::io::sleep(deadline.saturating_duration_since(Instant::now())));
+    let timeout = Box::pin(crate::io::sleep(
+        deadline.saturating_duration_since(Instant::now()),
+    ));
     futures::future::select(futures::future::select_all(waits), timeout).await;
 }

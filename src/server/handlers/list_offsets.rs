@@ -2,7 +2,9 @@
 //! record at or after a timestamp, looked up on the owning shard.
 
 use bytes::Bytes;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::records::RecordBatchDecoder;
 
@@ -28,7 +30,10 @@ pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
         let lookups = t.partitions.iter().map(|p| {
             let index = p.partition_index;
             let ts = p.timestamp;
-            let tp = TopicPartition { topic: name.clone(), partition: PartitionId(index) };
+            let tp = TopicPartition {
+                topic: name.clone(),
+                partition: PartitionId(index),
+            };
             let owner = c.owner(&name, index);
             let ok = known.is_some_and(|n| (0..n).contains(&index));
             async move {
@@ -42,29 +47,45 @@ pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
                 };
                 let out = ListOffsetsPartitionResponse::default().with_partition_index(index);
                 match r {
-                    Ok((offset, timestamp)) => out.with_offset(offset).with_timestamp(timestamp).with_leader_epoch(if version >= 4 { 0 } else { -1 }),
-                    Err(e) => out.with_error_code(error_code(&e)).with_offset(-1).with_timestamp(-1),
+                    Ok((offset, timestamp)) => out
+                        .with_offset(offset)
+                        .with_timestamp(timestamp)
+                        .with_leader_epoch(if version >= 4 { 0 } else { -1 }),
+                    Err(e) => out
+                        .with_error_code(error_code(&e))
+                        .with_offset(-1)
+                        .with_timestamp(-1),
                 }
             }
         });
         let partitions = futures::future::join_all(lookups).await;
-        topics.push(ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions));
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
     }
     reply(frame, &ListOffsetsResponse::default().with_topics(topics))
 }
 
 /// Runs on the owning shard: (offset, timestamp), with -1 where none.
 fn lookup(tp: &TopicPartition, ts: i64) -> Result<(i64, i64), PartitionError> {
-    let log = ctx().partition(tp).ok_or(PartitionError::UnknownTopicOrPartition)?;
+    let log = ctx()
+        .partition(tp)
+        .ok_or(PartitionError::UnknownTopicOrPartition)?;
     match ts {
         LATEST => Ok((log.high_watermark(), -1)),
         EARLIEST => Ok((log.log_start_offset(), -1)),
         MAX_TIMESTAMP => {
-            let Some(bytes) = log.max_timestamp_batch()? else { return Ok((-1, -1)) };
+            let Some(bytes) = log.max_timestamp_batch()? else {
+                return Ok((-1, -1));
+            };
             Ok(first_record_at_or_after(&bytes, i64::MIN, true).unwrap_or((-1, -1)))
         }
         _ => {
-            let Some((base, bytes)) = log.find_by_time(ts)? else { return Ok((-1, -1)) };
+            let Some((base, bytes)) = log.find_by_time(ts)? else {
+                return Ok((-1, -1));
+            };
             Ok(first_record_at_or_after(&bytes, ts, false).unwrap_or((base, -1)))
         }
     }
@@ -82,5 +103,8 @@ fn first_record_at_or_after(bytes: &[u8], ts: i64, max: bool) -> Option<(i64, i6
             .max_by_key(|r| (r.timestamp, -r.offset))
             .map(|r| (r.offset, r.timestamp));
     }
-    set.records.iter().find(|r| r.timestamp >= ts).map(|r| (r.offset, r.timestamp))
+    set.records
+        .iter()
+        .find(|r| r.timestamp >= ts)
+        .map(|r| (r.offset, r.timestamp))
 }

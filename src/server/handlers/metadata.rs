@@ -20,21 +20,35 @@ pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
     let allow_auto = frame.api_version < 4 || req.allow_auto_topic_creation;
     let names: Vec<String> = match &req.topics {
         None => c.topics().topics.keys().cloned().collect(),
-        Some(t) if t.is_empty() && frame.api_version == 0 => c.topics().topics.keys().cloned().collect(),
-        Some(t) => t.iter().filter_map(|t| t.name.as_ref().map(|n| n.to_string())).collect(),
+        Some(t) if t.is_empty() && frame.api_version == 0 => {
+            c.topics().topics.keys().cloned().collect()
+        }
+        Some(t) => t
+            .iter()
+            .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
+            .collect(),
     };
     let mut topics = Vec::with_capacity(names.len());
     for name in names {
         if validate_name(&name).is_err() {
-            topics.push(error_topic(&name, ResponseError::InvalidTopicException.code()));
+            topics.push(error_topic(
+                &name,
+                ResponseError::InvalidTopicException.code(),
+            ));
             continue;
         }
         if c.topic(&name).is_none() && !(allow_auto && admin::auto_create(&name).await) {
-            topics.push(error_topic(&name, ResponseError::UnknownTopicOrPartition.code()));
+            topics.push(error_topic(
+                &name,
+                ResponseError::UnknownTopicOrPartition.code(),
+            ));
             continue;
         }
         let Some(meta) = c.topic(&name) else {
-            topics.push(error_topic(&name, ResponseError::UnknownTopicOrPartition.code()));
+            topics.push(error_topic(
+                &name,
+                ResponseError::UnknownTopicOrPartition.code(),
+            ));
             continue;
         };
         let partitions = (0..meta.partitions)

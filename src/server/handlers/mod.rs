@@ -50,7 +50,8 @@ pub fn decode<T: kafka_protocol::protocol::Decodable>(frame: &RequestFrame) -> a
 
 /// Encodes a response body for this request.
 pub fn reply<T: Encodable>(frame: &RequestFrame, body: &T) -> anyhow::Result<Response> {
-    let bytes = protocol::encode_response(frame.api_key, frame.api_version, frame.correlation_id, body)?;
+    let bytes =
+        protocol::encode_response(frame.api_key, frame.api_version, frame.correlation_id, body)?;
     Ok(Response::Bytes(bytes))
 }
 
@@ -58,8 +59,12 @@ pub fn reply<T: Encodable>(frame: &RequestFrame, body: &T) -> anyhow::Result<Res
 pub fn error_code(e: &PartitionError) -> i16 {
     match e {
         PartitionError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition.code(),
-        PartitionError::Storage(StorageError::OffsetOutOfRange { .. }) => ResponseError::OffsetOutOfRange.code(),
-        PartitionError::Storage(StorageError::Poisoned(_)) => ResponseError::KafkaStorageError.code(),
+        PartitionError::Storage(StorageError::OffsetOutOfRange { .. }) => {
+            ResponseError::OffsetOutOfRange.code()
+        }
+        PartitionError::Storage(StorageError::Poisoned(_)) => {
+            ResponseError::KafkaStorageError.code()
+        }
         PartitionError::Storage(StorageError::Io(_)) => ResponseError::KafkaStorageError.code(),
         PartitionError::ShardGone => ResponseError::NotLeaderOrFollower.code(),
     }

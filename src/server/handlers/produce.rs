@@ -53,7 +53,10 @@ pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
                 continue;
             };
             let Some(records) = p.records else {
-                waits.push(early(ResponseError::CorruptMessage, Some("no records".into())));
+                waits.push(early(
+                    ResponseError::CorruptMessage,
+                    Some("no records".into()),
+                ));
                 continue;
             };
             let spans = match batch::validate(&records, meta.config.max_message_bytes as usize) {
@@ -68,14 +71,25 @@ pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
                     continue;
                 }
             };
-            let tp = TopicPartition { topic: name.clone(), partition: PartitionId(index) };
+            let tp = TopicPartition {
+                topic: name.clone(),
+                partition: PartitionId(index),
+            };
             let owner = c.owner(&name, index);
             let wait_durable = acks == -1 && meta.config.flush_on_ack_all;
             waits.push(futures::future::Either::Right(async move {
-                let r = run_on(owner, move || append_local(tp, records, spans, wait_durable)).await;
+                let r = run_on(owner, move || {
+                    append_local(tp, records, spans, wait_durable)
+                })
+                .await;
                 let r = r.map_err(PartitionError::from).and_then(|x| x);
                 match r {
-                    Ok((a, log_start)) => PartOut { index, result: Ok(a), message: None, log_start },
+                    Ok((a, log_start)) => PartOut {
+                        index,
+                        result: Ok(a),
+                        message: None,
+                        log_start,
+                    },
                     Err(e) => PartOut {
                         index,
                         result: Err(error_code(&e)),
@@ -94,27 +108,35 @@ pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
     let responses = topics_out
         .into_iter()
         .map(|(name, outs)| {
-            TopicProduceResponse::default().with_name(name).with_partition_responses(
-                outs.into_iter()
-                    .map(|o| {
-                        let mut r = PartitionProduceResponse::default()
-                            .with_index(o.index)
-                            .with_log_start_offset(if version >= 5 { o.log_start } else { -1 });
-                        match o.result {
-                            Ok(a) => {
-                                r = r.with_base_offset(a.base_offset).with_log_append_time_ms(a.log_append_time);
+            TopicProduceResponse::default()
+                .with_name(name)
+                .with_partition_responses(
+                    outs.into_iter()
+                        .map(|o| {
+                            let mut r = PartitionProduceResponse::default()
+                                .with_index(o.index)
+                                .with_log_start_offset(if version >= 5 { o.log_start } else { -1 });
+                            match o.result {
+                                Ok(a) => {
+                                    r = r
+                                        .with_base_offset(a.base_offset)
+                                        .with_log_append_time_ms(a.log_append_time);
+                                }
+                                Err(code) => {
+                                    r = r
+                                        .with_error_code(code)
+                                        .with_base_offset(-1)
+                                        .with_error_message(
+                                            o.message
+                                                .filter(|_| version >= 8)
+                                                .map(StrBytes::from_string),
+                                        );
+                                }
                             }
-                            Err(code) => {
-                                r = r
-                                    .with_error_code(code)
-                                    .with_base_offset(-1)
-                                    .with_error_message(o.message.filter(|_| version >= 8).map(StrBytes::from_string));
-                            }
-                        }
-                        r
-                    })
-                    .collect(),
-            )
+                            r
+                        })
+                        .collect(),
+                )
         })
         .collect();
     reply(frame, &ProduceResponse::default().with_responses(responses))
@@ -127,7 +149,9 @@ async fn append_local(
     spans: Vec<batch::BatchSpan>,
     wait_durable: bool,
 ) -> Result<(Appended, i64), PartitionError> {
-    let log = ctx().partition(&tp).ok_or(PartitionError::UnknownTopicOrPartition)?;
+    let log = ctx()
+        .partition(&tp)
+        .ok_or(PartitionError::UnknownTopicOrPartition)?;
     let appended = log.append(records, spans).await?;
     if wait_durable {
         log.sync_to(appended.last_offset + 1).await?;
