@@ -75,6 +75,15 @@ const BROKER_DEFAULTS: &[(&str, &str)] = &[
     ("min.insync.replicas", "1"),
     ("max.connections", "10000"),
     ("delete.topic.enable", "true"),
+    ("group.min.session.timeout.ms", "6000"),
+    ("group.max.session.timeout.ms", "1800000"),
+    ("group.initial.rebalance.delay.ms", "3000"),
+    ("group.max.size", "2147483647"),
+    ("offsets.topic.num.partitions", "50"),
+    ("offsets.topic.segment.bytes", "104857600"),
+    ("offsets.retention.minutes", "10080"),
+    ("offsets.retention.check.interval.ms", "600000"),
+    ("offset.metadata.max.bytes", "4096"),
 ];
 
 /// The broker's validated configuration. Built once; shards get clones.

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod group;
 pub mod io;
 pub mod model;
 pub mod protocol;

@@ -13,6 +13,17 @@ pub const CREATE_TOPICS: i16 = 19;
 pub const DELETE_TOPICS: i16 = 20;
 pub const DESCRIBE_CONFIGS: i16 = 32;
 pub const CREATE_PARTITIONS: i16 = 37;
+pub const OFFSET_COMMIT: i16 = 8;
+pub const OFFSET_FETCH: i16 = 9;
+pub const FIND_COORDINATOR: i16 = 10;
+pub const JOIN_GROUP: i16 = 11;
+pub const HEARTBEAT: i16 = 12;
+pub const LEAVE_GROUP: i16 = 13;
+pub const SYNC_GROUP: i16 = 14;
+pub const DESCRIBE_GROUPS: i16 = 15;
+pub const LIST_GROUPS: i16 = 16;
+pub const DELETE_GROUPS: i16 = 42;
+pub const OFFSET_DELETE: i16 = 47;
 
 /// (api key, min version, max version) for every API we answer.
 pub const SUPPORTED: &[(i16, i16, i16)] = &[
@@ -20,11 +31,22 @@ pub const SUPPORTED: &[(i16, i16, i16)] = &[
     (FETCH, 4, 12),
     (LIST_OFFSETS, 1, 7),
     (METADATA, 0, 12),
+    (OFFSET_COMMIT, 2, 8),
+    (OFFSET_FETCH, 1, 8),
+    (FIND_COORDINATOR, 0, 4),
+    (JOIN_GROUP, 0, 9),
+    (HEARTBEAT, 0, 4),
+    (LEAVE_GROUP, 0, 5),
+    (SYNC_GROUP, 0, 5),
+    (DESCRIBE_GROUPS, 0, 5),
+    (LIST_GROUPS, 0, 5),
     (API_VERSIONS, 0, 3),
     (CREATE_TOPICS, 2, 7),
     (DELETE_TOPICS, 1, 6),
     (DESCRIBE_CONFIGS, 1, 4),
     (CREATE_PARTITIONS, 0, 3),
+    (DELETE_GROUPS, 0, 2),
+    (OFFSET_DELETE, 0, 0),
 ];
 
 pub fn supports(api_key: i16, version: i16) -> bool {

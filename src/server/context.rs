@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::cluster::topics::{TopicMeta, TopicTable};
 use crate::config::BrokerConfig;
+use crate::group::{self, GroupConfig};
 use crate::model::{shard_for, PartitionId, ShardId, TopicPartition};
 use crate::runtime;
 use crate::storage::{self, PartitionLog};
@@ -49,7 +50,17 @@ impl ShardContext {
             copied_bytes: Cell::new(0),
         });
         CTX.with(|slot| *slot.borrow_mut() = Some(c.clone()));
+        group::GroupCoordinator::install(group_config(&c.config));
         c
+    }
+
+    /// The shard that coordinates `group`.
+    pub fn group_owner(&self, group: &str) -> ShardId {
+        let partitions = group::coordinator().config().offsets_partitions;
+        self.owner(
+            group::OFFSETS_TOPIC,
+            group::partition_for(group, partitions),
+        )
     }
 
     pub fn topics(&self) -> Arc<TopicTable> {
@@ -112,6 +123,11 @@ impl ShardContext {
                 let log = PartitionLog::open(&dir, tp.clone(), meta.config.clone())
                     .await
                     .map_err(|e| anyhow::anyhow!("opening {tp}: {e}"))?;
+                if meta.name == group::OFFSETS_TOPIC {
+                    group::coordinator()
+                        .load_partition(p, log.clone())
+                        .map_err(|e| anyhow::anyhow!("loading group coordinator state: {e}"))?;
+                }
                 self.partitions.borrow_mut().insert(tp, log);
             }
         }
@@ -125,5 +141,23 @@ impl ShardContext {
                 tracing::error!(partition = %log.tp, error = %e, "close failed");
             }
         }
+    }
+}
+
+fn prop<T: std::str::FromStr>(c: &BrokerConfig, key: &str, default: T) -> T {
+    c.prop(key).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Group settings from the broker properties (validated at startup).
+pub fn group_config(c: &BrokerConfig) -> GroupConfig {
+    GroupConfig {
+        session_timeout_ms_min: prop(c, "group.min.session.timeout.ms", 6000),
+        session_timeout_ms_max: prop(c, "group.max.session.timeout.ms", 1_800_000),
+        initial_rebalance_delay_ms: prop(c, "group.initial.rebalance.delay.ms", 3000),
+        group_size_max: prop::<i64>(c, "group.max.size", i64::from(i32::MAX)).max(1) as usize,
+        offsets_partitions: prop(c, "offsets.topic.num.partitions", 50).max(1),
+        offsets_retention_ms: prop::<i64>(c, "offsets.retention.minutes", 10080)
+            .saturating_mul(60_000),
+        offset_metadata_bytes_max: prop(c, "offset.metadata.max.bytes", 4096),
     }
 }

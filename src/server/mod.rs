@@ -36,6 +36,7 @@ pub async fn shard_main(
         tracing::info!(listen = %config.listen, shards = c.shards, data_dir = %config.data_dir.display(), "corelog ready");
     }
     io::spawn_detached(retention_loop());
+    io::spawn_detached(group_loop());
     io::spawn_detached(flush_loop());
     let per_shard_max = config.connections_max.div_ceil(c.shards).max(1);
     loop {
@@ -113,5 +114,25 @@ async fn flush_loop() {
                 }
             }
         }
+    }
+}
+
+/// Session expiry and join deadlines every 100 ms; offset retention on
+/// `offsets.retention.check.interval.ms`.
+async fn group_loop() {
+    let check_ms: i64 = ctx()
+        .config
+        .prop("offsets.retention.check.interval.ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600_000);
+    let mut last_expiry = io::now_ms();
+    while !runtime::shutting_down() {
+        io::sleep(Duration::from_millis(100)).await;
+        let now = io::now_ms();
+        let expire = now - last_expiry >= check_ms;
+        if expire {
+            last_expiry = now;
+        }
+        crate::group::coordinator().tick(now, expire);
     }
 }

@@ -163,3 +163,26 @@ pub async fn auto_create(name: &str) -> bool {
     }
     c.topic(name).is_some()
 }
+
+/// Creates `__consumer_offsets` if it does not exist yet (compacted,
+/// `offsets.topic.num.partitions`, `offsets.topic.segment.bytes`).
+pub async fn ensure_offsets_topic() -> bool {
+    let c = ctx();
+    if c.topic(crate::group::OFFSETS_TOPIC).is_some() {
+        return true;
+    }
+    let partitions = crate::group::coordinator().config().offsets_partitions;
+    let mut configs = BTreeMap::new();
+    configs.insert("cleanup.policy".to_string(), "compact".to_string());
+    configs.insert("flush.on.ack.all".to_string(), "true".to_string());
+    if let Some(seg) = c.config.prop("offsets.topic.segment.bytes") {
+        configs.insert("segment.bytes".to_string(), seg.to_string());
+    }
+    let change = TopicChange::Create {
+        name: crate::group::OFFSETS_TOPIC.to_string(),
+        partitions,
+        configs,
+    };
+    let _ = change_topics(vec![change], false).await;
+    c.topic(crate::group::OFFSETS_TOPIC).is_some()
+}

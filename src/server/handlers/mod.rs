@@ -6,12 +6,23 @@ pub mod admin;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 use kafka_protocol::protocol::Encodable;
 
@@ -31,6 +42,17 @@ pub async fn dispatch(frame: RequestFrame, peer: &str) -> Response {
         api::DELETE_TOPICS => delete_topics::handle(&frame).await,
         api::CREATE_PARTITIONS => create_partitions::handle(&frame).await,
         api::DESCRIBE_CONFIGS => describe_configs::handle(&frame).await,
+        api::FIND_COORDINATOR => find_coordinator::handle(&frame).await,
+        api::JOIN_GROUP => join_group::handle(&frame, peer).await,
+        api::SYNC_GROUP => sync_group::handle(&frame).await,
+        api::HEARTBEAT => heartbeat::handle(&frame).await,
+        api::LEAVE_GROUP => leave_group::handle(&frame).await,
+        api::OFFSET_COMMIT => offset_commit::handle(&frame).await,
+        api::OFFSET_FETCH => offset_fetch::handle(&frame).await,
+        api::LIST_GROUPS => list_groups::handle(&frame).await,
+        api::DESCRIBE_GROUPS => describe_groups::handle(&frame).await,
+        api::DELETE_GROUPS => delete_groups::handle(&frame).await,
+        api::OFFSET_DELETE => offset_delete::handle(&frame).await,
         other => Err(anyhow::anyhow!("api {other} reached dispatch unadvertised")),
     };
     match result {
