@@ -74,6 +74,7 @@ const BROKER_DEFAULTS: &[(&str, &str)] = &[
     ("compression.type", "producer"),
     ("min.insync.replicas", "1"),
     ("max.connections", "10000"),
+    ("connections.max.idle.ms", "600000"),
     ("delete.topic.enable", "true"),
     ("group.min.session.timeout.ms", "6000"),
     ("group.max.session.timeout.ms", "1800000"),
@@ -246,8 +247,11 @@ pub fn topic_config(
         }
     }
     let segment_bytes = num("segment.bytes")?;
-    if segment_bytes < 14 {
-        bail!("segment.bytes must be at least 14");
+    if !(14..=i64::from(i32::MAX)).contains(&segment_bytes) {
+        bail!(
+            "segment.bytes must be between 14 and {} (positions are 32-bit)",
+            i32::MAX
+        );
     }
     let max_message_bytes = num("max.message.bytes")?;
     if !(0..=i64::from(i32::MAX)).contains(&max_message_bytes) {

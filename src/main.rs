@@ -48,6 +48,22 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
+    /// Consumer groups of a running broker: members, offsets, lag.
+    Groups {
+        /// Broker to ask.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap_server: String,
+        #[command(subcommand)]
+        action: GroupsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupsAction {
+    /// Every group with its state.
+    List,
+    /// Members, assignments, committed offsets, log end offsets and lag.
+    Describe { group: String },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,6 +73,13 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // A panic is a bug: a shard that died would leave the broker half
+    // alive, so print the report and stop the whole process.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        std::process::abort();
+    }));
     let cli = Cli::parse();
     match cli.command {
         Command::Serve {
@@ -70,6 +93,19 @@ fn main() -> anyhow::Result<()> {
             let cfg =
                 BrokerConfig::load(listen, advertise, data_dir, cores, config.as_deref(), &set)?;
             serve(cfg)
+        }
+        Command::Groups {
+            bootstrap_server,
+            action,
+        } => {
+            let out = match action {
+                GroupsAction::List => corelog::tools::groups::list(&bootstrap_server)?,
+                GroupsAction::Describe { group } => {
+                    corelog::tools::groups::describe(&bootstrap_server, &group)?
+                }
+            };
+            print!("{out}");
+            Ok(())
         }
     }
 }

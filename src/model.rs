@@ -61,6 +61,10 @@ pub mod limits {
     pub const topic_name_bytes_max: usize = 249;
     /// Partitions per topic we accept at CreateTopics/CreatePartitions.
     pub const partitions_per_topic_max: i32 = 10_000;
+    /// Records one batch may claim (bounds the offsets a batch consumes).
+    pub const batch_offsets_max: i32 = 16 * 1024 * 1024;
+    /// The smallest encoding of one v2 record, in bytes.
+    pub const record_bytes_min: usize = 7;
     /// Requests one connection may have in flight before we stop reading it.
     pub const connection_inflight_requests_max: usize = 64;
     /// Sub-requests queued on one shard's mesh inbox from one peer.

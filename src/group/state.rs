@@ -320,9 +320,6 @@ impl Group {
         if self.leader.as_deref() == Some(id) {
             self.leader = None;
         }
-        if self.members.is_empty() {
-            self.protocol_type = None;
-        }
         Some(m)
     }
 

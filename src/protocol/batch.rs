@@ -84,7 +84,17 @@ fn validate_one(bytes: &[u8], message_bytes_max: usize) -> Result<BatchSpan, Bat
         });
     }
     let records = header.records_count();
-    if records <= 0 || header.last_offset_delta() < 0 || header.last_offset_delta() >= records {
+    if records <= 0
+        || header.last_offset_delta() != records - 1
+        || records > limits::batch_offsets_max
+    {
+        return Err(BatchError::BadCount(records));
+    }
+    // An uncompressed batch cannot hold more records than its bytes allow.
+    let payload = len - limits::batch_header_bytes;
+    if header.compression() == 0
+        && (records as usize).saturating_mul(limits::record_bytes_min) > payload
+    {
         return Err(BatchError::BadCount(records));
     }
     Ok(BatchSpan {

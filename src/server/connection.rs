@@ -36,6 +36,14 @@ pub enum Response {
 
 pub async fn serve(stream: TcpStream, peer: String) {
     let _ = stream.set_nodelay(true);
+    // Kafka's connections.max.idle.ms: a connection that sends nothing for
+    // this long is closed.
+    let idle_ms: u64 = ctx()
+        .config
+        .prop("connections.max.idle.ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600_000);
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(idle_ms.max(1))));
     let fd = raw_fd(&stream);
     let (mut reader, writer) = stream.split();
     let (tx, rx) = local_channel::new_bounded::<glommio::task::JoinHandle<Response>>(
@@ -92,9 +100,17 @@ pub async fn serve(stream: TcpStream, peer: String) {
                 break;
             }
         };
+        let req = match handlers::decode_request(&frame) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(%peer, api = frame.api_key, version = frame.api_version, error = %e,
+                    "closing connection: cannot decode request");
+                break;
+            }
+        };
         let peer_h = peer.clone();
-        let h =
-            glommio::spawn_local(async move { handlers::dispatch(frame, &peer_h).await }).detach();
+        let h = glommio::spawn_local(async move { handlers::dispatch(frame, req, &peer_h).await })
+            .detach();
         if tx.send(h).await.is_err() {
             break;
         }

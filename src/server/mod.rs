@@ -94,6 +94,9 @@ async fn retention_loop() {
             if let Err(e) = log.enforce_retention(now) {
                 tracing::error!(partition = %log.tp, error = %e, "retention failed");
             }
+            if let Err(e) = log.compact(now) {
+                tracing::error!(partition = %log.tp, error = %e, "compaction failed");
+            }
         }
     }
 }

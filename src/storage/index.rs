@@ -9,9 +9,13 @@ pub struct OffsetIndex {
 }
 
 impl OffsetIndex {
+    /// Adds an entry; one that does not grow both fields is skipped (the
+    /// index is sparse, so a missing entry only lengthens a scan).
     pub fn push(&mut self, rel: u32, pos: u32) {
         if let Some(&(last_rel, last_pos)) = self.entries.last() {
-            assert!(rel > last_rel && pos > last_pos, "index entries must grow");
+            if rel <= last_rel || pos <= last_pos {
+                return;
+            }
         }
         self.entries.push((rel, pos));
     }

@@ -86,6 +86,8 @@ pub struct PartitionLog {
     messages_since_flush: Cell<i64>,
     last_flush_ms: Cell<i64>,
     poisoned: RefCell<Option<String>>,
+    /// Sealed segments below this offset are already compacted.
+    compacted_through: Cell<i64>,
 }
 
 const RECOVERY_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
@@ -158,6 +160,7 @@ impl PartitionLog {
             messages_since_flush: Cell::new(0),
             last_flush_ms: Cell::new(now),
             poisoned: RefCell::new(None),
+            compacted_through: Cell::new(0),
         });
         log.write_checkpoints()?;
         Ok(log)
@@ -352,6 +355,13 @@ impl PartitionLog {
             let segs = self.segments.borrow();
             let active = segs.last().expect("active");
             let full = active.size > 0 && active.size + incoming > config.segment_bytes;
+            // Index entries hold offsets relative to the segment base in 32
+            // bits: roll before they could overflow, as Kafka does.
+            let offsets_full = active.size > 0
+                && self.next_offset.get() - active.base_offset
+                    + i64::from(limits::batch_offsets_max)
+                    > i64::from(i32::MAX);
+            let full = full || offsets_full;
             let old = active.size > 0 && now - active.created_ms >= config.segment_ms;
             (full || old, self.next_offset.get())
         };
@@ -360,11 +370,16 @@ impl PartitionLog {
         }
         // Seal: fsync the old segment so durability never depends on which
         // file a waiter's bytes landed in, persist its indexes, drop its writer.
-        let old_writer = {
-            let mut segs = self.segments.borrow_mut();
-            segs.last_mut().expect("active").writer.take()
-        };
-        if let Some(w) = old_writer {
+        // The old writer stays in place until the new segment is pushed, so
+        // a concurrent `sync_to` always finds a writer on the last segment.
+        let old_writer = self
+            .segments
+            .borrow()
+            .last()
+            .expect("active")
+            .writer
+            .clone();
+        if let Some(w) = &old_writer {
             w.fdatasync().await?;
         }
         self.segments
@@ -373,7 +388,11 @@ impl PartitionLog {
             .expect("sealed")
             .persist_indexes()?;
         let seg = Segment::create(&self.dir, next_base, now).await?;
-        self.segments.borrow_mut().push(seg);
+        {
+            let mut segs = self.segments.borrow_mut();
+            segs.last_mut().expect("sealed").writer = None;
+            segs.push(seg);
+        }
         tracing::debug!(partition = %self.tp, base = next_base, "rolled segment");
         Ok(())
     }
@@ -569,6 +588,66 @@ impl PartitionLog {
             self.write_checkpoints()?;
         }
         Ok(removed)
+    }
+
+    /// Compacts sealed segments of a `cleanup.policy=compact` topic when a
+    /// segment was sealed since the last pass. Returns records dropped.
+    pub fn compact(&self, now_ms: i64) -> Result<usize, StorageError> {
+        let config = self.config();
+        if !config
+            .cleanup_policy
+            .split(',')
+            .any(|p| p.trim() == "compact")
+        {
+            return Ok(0);
+        }
+        let (sealed_end, all) = {
+            let segs = self.segments.borrow();
+            if segs.len() < 2 {
+                return Ok(0);
+            }
+            let sealed_end = segs[segs.len() - 2].next_offset;
+            let all: Vec<(Arc<File>, u64)> =
+                segs.iter().map(|s| (s.reader.clone(), s.size)).collect();
+            (sealed_end, all)
+        };
+        if sealed_end <= self.compacted_through.get() {
+            return Ok(0);
+        }
+        let latest = super::compact::latest_offsets(&all)?;
+        let mut dropped_total = 0;
+        let sealed = all.len() - 1;
+        for i in 0..sealed {
+            let (reader, size, base, max_ts) = {
+                let segs = self.segments.borrow();
+                let s = &segs[i];
+                (s.reader.clone(), s.size, s.base_offset, s.max_timestamp)
+            };
+            let drop_tombstones =
+                max_ts >= 0 && now_ms - max_ts > super::compact::DELETE_RETENTION_MS;
+            let (bytes, dropped) =
+                super::compact::compact_segment(&reader, size, &latest, drop_tombstones)?;
+            if dropped == 0 {
+                continue;
+            }
+            dropped_total += dropped;
+            let path = segment::log_path(&self.dir, base);
+            let tmp = path.with_extension("log.cleaned");
+            file::write_atomic(&tmp, &bytes)?;
+            std::fs::rename(&tmp, &path)?;
+            file::fsync_dir(&self.dir)?;
+            let (mut seg, _) = Segment::open(&self.dir, base, true)?;
+            // Keep the offset range the segment covered, even if its tail was compacted away.
+            let old_next = self.segments.borrow()[i].next_offset;
+            seg.next_offset = seg.next_offset.max(old_next);
+            seg.persist_indexes()?;
+            self.segments.borrow_mut()[i] = seg;
+        }
+        self.compacted_through.set(sealed_end);
+        if dropped_total > 0 {
+            tracing::info!(partition = %self.tp, dropped = dropped_total, "compacted");
+        }
+        Ok(dropped_total)
     }
 
     /// Writes the recovery point (what is fsynced) and the log start offset.

@@ -3,6 +3,7 @@
 //! imports `runtime` or `protocol` framing; it sees batches as validated
 //! byte spans.
 
+pub mod compact;
 pub mod index;
 pub mod log;
 pub mod segment;

@@ -4,12 +4,14 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
 use super::admin::{change_topics, TopicChange};
-use super::{decode, reply};
+use super::reply;
 use crate::protocol::{RequestFrame, StrBytes};
 use crate::server::connection::Response;
 
-pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
-    let req: CreatePartitionsRequest = decode(frame)?;
+pub async fn handle(
+    frame: &RequestFrame,
+    req: CreatePartitionsRequest,
+) -> anyhow::Result<Response> {
     let changes = req
         .topics
         .iter()

@@ -8,13 +8,12 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
 use super::admin::{change_topics, TopicChange};
-use super::{decode, reply};
+use super::reply;
 use crate::protocol::{RequestFrame, ResponseError, StrBytes};
 use crate::server::connection::Response;
 use crate::server::context::ctx;
 
-pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
-    let req: CreateTopicsRequest = decode(frame)?;
+pub async fn handle(frame: &RequestFrame, req: CreateTopicsRequest) -> anyhow::Result<Response> {
     let c = ctx();
     let node = c.config.node_id;
     let v = frame.api_version;

@@ -3,15 +3,14 @@
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
-use super::{decode, reply};
+use super::reply;
 use crate::group::coordinator;
 use crate::protocol::RequestFrame;
 use crate::runtime::run_on;
 use crate::server::connection::Response;
 use crate::server::context::ctx;
 
-pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
-    let req: DeleteGroupsRequest = decode(frame)?;
+pub async fn handle(frame: &RequestFrame, req: DeleteGroupsRequest) -> anyhow::Result<Response> {
     let mut out = Vec::with_capacity(req.groups_names.len());
     for gid in &req.groups_names {
         let group = gid.to_string();

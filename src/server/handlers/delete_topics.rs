@@ -4,13 +4,12 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
 
 use super::admin::{change_topics, TopicChange};
-use super::{decode, reply};
+use super::reply;
 use crate::protocol::{RequestFrame, ResponseError, StrBytes};
 use crate::server::connection::Response;
 use crate::server::context::ctx;
 
-pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
-    let req: DeleteTopicsRequest = decode(frame)?;
+pub async fn handle(frame: &RequestFrame, req: DeleteTopicsRequest) -> anyhow::Result<Response> {
     let c = ctx();
     let table = c.topics();
     // Each entry: (name if known, topic id).

@@ -6,7 +6,7 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
-use super::{decode, reply};
+use super::reply;
 use crate::config::TOPIC_PROPERTIES;
 use crate::protocol::{RequestFrame, ResponseError, StrBytes};
 use crate::server::connection::Response;
@@ -18,8 +18,7 @@ const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
-pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
-    let req: DescribeConfigsRequest = decode(frame)?;
+pub async fn handle(frame: &RequestFrame, req: DescribeConfigsRequest) -> anyhow::Result<Response> {
     let c = ctx();
     let mut results = Vec::with_capacity(req.resources.len());
     for r in &req.resources {

@@ -4,15 +4,14 @@
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
-use super::{decode, reply};
+use super::reply;
 use crate::group::coordinator;
 use crate::protocol::{RequestFrame, StrBytes};
 use crate::runtime::run_on;
 use crate::server::connection::Response;
 use crate::server::context::ctx;
 
-pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
-    let req: DescribeGroupsRequest = decode(frame)?;
+pub async fn handle(frame: &RequestFrame, req: DescribeGroupsRequest) -> anyhow::Result<Response> {
     let v = frame.api_version;
     let mut out = Vec::with_capacity(req.groups.len());
     for gid in &req.groups {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::FetchRequest;
 
-use super::{decode, error_code, PartitionError};
+use super::{error_code, PartitionError};
 use crate::model::{limits, PartitionId, TopicPartition};
 use crate::protocol::fetch::{encode_fetch_response, FetchPartitionOut, FetchTopicOut};
 use crate::protocol::{RequestFrame, ResponseError};
@@ -30,8 +30,7 @@ struct Got {
     slice: Option<ReadSlice>,
 }
 
-pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
-    let req: FetchRequest = decode(frame)?;
+pub async fn handle(frame: &RequestFrame, req: FetchRequest) -> anyhow::Result<Response> {
     let mut wants = Vec::new();
     let mut shape = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
@@ -66,7 +65,14 @@ pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
         if enough || any_error || Instant::now() >= deadline || wants.is_empty() {
             break gots;
         }
-        wait_any(&wants, deadline).await;
+        // Wait for an append past what this read saw (not past the fetch
+        // offset: data below min_bytes would wake us at once, forever).
+        let seen: Vec<i64> = gots
+            .iter()
+            .zip(&wants)
+            .map(|(g, w)| g.high_watermark.max(w.offset))
+            .collect();
+        wait_any(&wants, &seen, deadline).await;
         if Instant::now() >= deadline {
             break read_all(&wants, max_bytes).await;
         }
@@ -178,10 +184,11 @@ fn read_local(tp: &TopicPartition, offset: i64, max_bytes: u32) -> Result<Got, P
     }
 }
 
-/// Waits until any wanted partition gets an append, or the deadline.
-async fn wait_any(wants: &[Want], deadline: Instant) {
+/// Waits until any wanted partition grows past what the last read saw, or
+/// the deadline.
+async fn wait_any(wants: &[Want], seen: &[i64], deadline: Instant) {
     let c = ctx();
-    let waits = wants.iter().filter_map(|w| {
+    let waits = wants.iter().zip(seen).filter_map(|(w, &seen)| {
         c.topic(&w.topic)
             .filter(|m| (0..m.partitions).contains(&w.partition))?;
         let tp = TopicPartition {
@@ -189,12 +196,11 @@ async fn wait_any(wants: &[Want], deadline: Instant) {
             partition: PartitionId(w.partition),
         };
         let owner = c.owner(&w.topic, w.partition);
-        let offset = w.offset;
         Some(Box::pin(run_on(owner, move || async move {
             let Some(log) = ctx().partition(&tp) else {
                 return;
             };
-            if log.high_watermark() > offset {
+            if log.high_watermark() > seen {
                 return;
             }
             let rx = log.on_append();

@@ -6,13 +6,12 @@
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 
-use super::{admin, decode, reply};
+use super::{admin, reply};
 use crate::protocol::{RequestFrame, ResponseError, StrBytes};
 use crate::server::connection::Response;
 use crate::server::context::ctx;
 
-pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
-    let req: FindCoordinatorRequest = decode(frame)?;
+pub async fn handle(frame: &RequestFrame, req: FindCoordinatorRequest) -> anyhow::Result<Response> {
     let v = frame.api_version;
     let c = ctx();
     let ready = admin::ensure_offsets_topic().await;

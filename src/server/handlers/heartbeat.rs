@@ -2,15 +2,14 @@
 
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
-use super::{decode, reply};
+use super::reply;
 use crate::group::coordinator;
 use crate::protocol::RequestFrame;
 use crate::runtime::run_on;
 use crate::server::connection::Response;
 use crate::server::context::ctx;
 
-pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
-    let req: HeartbeatRequest = decode(frame)?;
+pub async fn handle(frame: &RequestFrame, req: HeartbeatRequest) -> anyhow::Result<Response> {
     let group = req.group_id.to_string();
     let member = req.member_id.to_string();
     let instance = req.group_instance_id.as_ref().map(|s| s.to_string());

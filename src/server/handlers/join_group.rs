@@ -4,7 +4,7 @@
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
-use super::{admin, decode, reply};
+use super::{admin, reply};
 use crate::group::coordinator;
 use crate::group::coordinator::JoinRequest;
 use crate::group::state::JoinResult;
@@ -13,8 +13,11 @@ use crate::runtime::run_on;
 use crate::server::connection::Response;
 use crate::server::context::ctx;
 
-pub async fn handle(frame: &RequestFrame, peer: &str) -> anyhow::Result<Response> {
-    let req: JoinGroupRequest = decode(frame)?;
+pub async fn handle(
+    frame: &RequestFrame,
+    req: JoinGroupRequest,
+    peer: &str,
+) -> anyhow::Result<Response> {
     let v = frame.api_version;
     admin::ensure_offsets_topic().await;
     let join = JoinRequest {

@@ -3,15 +3,14 @@
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
-use super::{decode, reply};
+use super::reply;
 use crate::group::coordinator;
 use crate::protocol::{RequestFrame, StrBytes};
 use crate::runtime::run_on;
 use crate::server::connection::Response;
 use crate::server::context::ctx;
 
-pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
-    let req: LeaveGroupRequest = decode(frame)?;
+pub async fn handle(frame: &RequestFrame, req: LeaveGroupRequest) -> anyhow::Result<Response> {
     let v = frame.api_version;
     let members: Vec<(String, Option<String>)> = if v >= 3 {
         req.members

@@ -3,7 +3,7 @@
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
-use super::{decode, reply};
+use super::reply;
 use crate::group::coordinator;
 use crate::model::ShardId;
 use crate::protocol::{RequestFrame, StrBytes};
@@ -11,8 +11,7 @@ use crate::runtime::run_on;
 use crate::server::connection::Response;
 use crate::server::context::ctx;
 
-pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
-    let req: ListGroupsRequest = decode(frame)?;
+pub async fn handle(frame: &RequestFrame, req: ListGroupsRequest) -> anyhow::Result<Response> {
     let v = frame.api_version;
     let shards = ctx().shards;
     let lists = futures::future::join_all(

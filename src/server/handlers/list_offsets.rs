@@ -8,7 +8,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::records::RecordBatchDecoder;
 
-use super::{decode, error_code, reply, PartitionError};
+use super::{error_code, reply, PartitionError};
 use crate::model::{PartitionId, TopicPartition};
 use crate::protocol::RequestFrame;
 use crate::runtime::run_on;
@@ -19,8 +19,7 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
-pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
-    let req: ListOffsetsRequest = decode(frame)?;
+pub async fn handle(frame: &RequestFrame, req: ListOffsetsRequest) -> anyhow::Result<Response> {
     let c = ctx();
     let version = frame.api_version;
     let mut topics = Vec::with_capacity(req.topics.len());

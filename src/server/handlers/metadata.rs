@@ -6,14 +6,13 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 
-use super::{admin, decode, reply};
+use super::{admin, reply};
 use crate::cluster::topics::validate_name;
 use crate::protocol::{RequestFrame, ResponseError, StrBytes};
 use crate::server::connection::Response;
 use crate::server::context::ctx;
 
-pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
-    let req: MetadataRequest = decode(frame)?;
+pub async fn handle(frame: &RequestFrame, req: MetadataRequest) -> anyhow::Result<Response> {
     let c = ctx();
     let node = c.config.node_id;
     let v = frame.api_version;

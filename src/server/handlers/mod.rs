@@ -27,33 +27,85 @@ pub mod sync_group;
 use kafka_protocol::protocol::Encodable;
 
 use super::connection::Response;
-use crate::protocol::{self, api, RequestFrame, ResponseError};
+use crate::protocol::{self, api, messages, RequestFrame, ResponseError};
 use crate::runtime::ShardGone;
 use crate::storage::StorageError;
 
-pub async fn dispatch(frame: RequestFrame, peer: &str) -> Response {
-    let result = match frame.api_key {
-        api::API_VERSIONS => Ok(api_versions::handle(&frame)),
-        api::METADATA => metadata::handle(&frame).await,
-        api::PRODUCE => produce::handle(&frame).await,
-        api::FETCH => fetch::handle(&frame).await,
-        api::LIST_OFFSETS => list_offsets::handle(&frame).await,
-        api::CREATE_TOPICS => create_topics::handle(&frame).await,
-        api::DELETE_TOPICS => delete_topics::handle(&frame).await,
-        api::CREATE_PARTITIONS => create_partitions::handle(&frame).await,
-        api::DESCRIBE_CONFIGS => describe_configs::handle(&frame).await,
-        api::FIND_COORDINATOR => find_coordinator::handle(&frame).await,
-        api::JOIN_GROUP => join_group::handle(&frame, peer).await,
-        api::SYNC_GROUP => sync_group::handle(&frame).await,
-        api::HEARTBEAT => heartbeat::handle(&frame).await,
-        api::LEAVE_GROUP => leave_group::handle(&frame).await,
-        api::OFFSET_COMMIT => offset_commit::handle(&frame).await,
-        api::OFFSET_FETCH => offset_fetch::handle(&frame).await,
-        api::LIST_GROUPS => list_groups::handle(&frame).await,
-        api::DESCRIBE_GROUPS => describe_groups::handle(&frame).await,
-        api::DELETE_GROUPS => delete_groups::handle(&frame).await,
-        api::OFFSET_DELETE => offset_delete::handle(&frame).await,
-        other => Err(anyhow::anyhow!("api {other} reached dispatch unadvertised")),
+/// A request body decoded on the connection's shard, before any handler
+/// runs: a malformed request closes the connection before the requests
+/// pipelined behind it can take effect.
+pub enum Decoded {
+    ApiVersions,
+    Metadata(messages::MetadataRequest),
+    Produce(messages::ProduceRequest),
+    Fetch(messages::FetchRequest),
+    ListOffsets(messages::ListOffsetsRequest),
+    CreateTopics(messages::CreateTopicsRequest),
+    DeleteTopics(messages::DeleteTopicsRequest),
+    CreatePartitions(messages::CreatePartitionsRequest),
+    DescribeConfigs(messages::DescribeConfigsRequest),
+    FindCoordinator(messages::FindCoordinatorRequest),
+    JoinGroup(messages::JoinGroupRequest),
+    SyncGroup(messages::SyncGroupRequest),
+    Heartbeat(messages::HeartbeatRequest),
+    LeaveGroup(messages::LeaveGroupRequest),
+    OffsetCommit(messages::OffsetCommitRequest),
+    OffsetFetch(messages::OffsetFetchRequest),
+    ListGroups(messages::ListGroupsRequest),
+    DescribeGroups(messages::DescribeGroupsRequest),
+    DeleteGroups(messages::DeleteGroupsRequest),
+    OffsetDelete(messages::OffsetDeleteRequest),
+}
+
+/// Decodes the body of a request whose API and version are supported.
+pub fn decode_request(frame: &RequestFrame) -> anyhow::Result<Decoded> {
+    Ok(match frame.api_key {
+        api::API_VERSIONS => Decoded::ApiVersions,
+        api::METADATA => Decoded::Metadata(decode(frame)?),
+        api::PRODUCE => Decoded::Produce(decode(frame)?),
+        api::FETCH => Decoded::Fetch(decode(frame)?),
+        api::LIST_OFFSETS => Decoded::ListOffsets(decode(frame)?),
+        api::CREATE_TOPICS => Decoded::CreateTopics(decode(frame)?),
+        api::DELETE_TOPICS => Decoded::DeleteTopics(decode(frame)?),
+        api::CREATE_PARTITIONS => Decoded::CreatePartitions(decode(frame)?),
+        api::DESCRIBE_CONFIGS => Decoded::DescribeConfigs(decode(frame)?),
+        api::FIND_COORDINATOR => Decoded::FindCoordinator(decode(frame)?),
+        api::JOIN_GROUP => Decoded::JoinGroup(decode(frame)?),
+        api::SYNC_GROUP => Decoded::SyncGroup(decode(frame)?),
+        api::HEARTBEAT => Decoded::Heartbeat(decode(frame)?),
+        api::LEAVE_GROUP => Decoded::LeaveGroup(decode(frame)?),
+        api::OFFSET_COMMIT => Decoded::OffsetCommit(decode(frame)?),
+        api::OFFSET_FETCH => Decoded::OffsetFetch(decode(frame)?),
+        api::LIST_GROUPS => Decoded::ListGroups(decode(frame)?),
+        api::DESCRIBE_GROUPS => Decoded::DescribeGroups(decode(frame)?),
+        api::DELETE_GROUPS => Decoded::DeleteGroups(decode(frame)?),
+        api::OFFSET_DELETE => Decoded::OffsetDelete(decode(frame)?),
+        other => anyhow::bail!("api {other} reached decode unadvertised"),
+    })
+}
+
+pub async fn dispatch(frame: RequestFrame, req: Decoded, peer: &str) -> Response {
+    let result = match req {
+        Decoded::ApiVersions => Ok(api_versions::handle(&frame)),
+        Decoded::Metadata(r) => metadata::handle(&frame, r).await,
+        Decoded::Produce(r) => produce::handle(&frame, r).await,
+        Decoded::Fetch(r) => fetch::handle(&frame, r).await,
+        Decoded::ListOffsets(r) => list_offsets::handle(&frame, r).await,
+        Decoded::CreateTopics(r) => create_topics::handle(&frame, r).await,
+        Decoded::DeleteTopics(r) => delete_topics::handle(&frame, r).await,
+        Decoded::CreatePartitions(r) => create_partitions::handle(&frame, r).await,
+        Decoded::DescribeConfigs(r) => describe_configs::handle(&frame, r).await,
+        Decoded::FindCoordinator(r) => find_coordinator::handle(&frame, r).await,
+        Decoded::JoinGroup(r) => join_group::handle(&frame, r, peer).await,
+        Decoded::SyncGroup(r) => sync_group::handle(&frame, r).await,
+        Decoded::Heartbeat(r) => heartbeat::handle(&frame, r).await,
+        Decoded::LeaveGroup(r) => leave_group::handle(&frame, r).await,
+        Decoded::OffsetCommit(r) => offset_commit::handle(&frame, r).await,
+        Decoded::OffsetFetch(r) => offset_fetch::handle(&frame, r).await,
+        Decoded::ListGroups(r) => list_groups::handle(&frame, r).await,
+        Decoded::DescribeGroups(r) => describe_groups::handle(&frame, r).await,
+        Decoded::DeleteGroups(r) => delete_groups::handle(&frame, r).await,
+        Decoded::OffsetDelete(r) => offset_delete::handle(&frame, r).await,
     };
     match result {
         Ok(r) => r,

@@ -6,7 +6,7 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
-use super::{admin, decode, reply};
+use super::{admin, reply};
 use crate::group::coordinator;
 use crate::group::coordinator::CommitPartition;
 use crate::protocol::{RequestFrame, ResponseError};
@@ -14,8 +14,7 @@ use crate::runtime::run_on;
 use crate::server::connection::Response;
 use crate::server::context::ctx;
 
-pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
-    let req: OffsetCommitRequest = decode(frame)?;
+pub async fn handle(frame: &RequestFrame, req: OffsetCommitRequest) -> anyhow::Result<Response> {
     let c = ctx();
     admin::ensure_offsets_topic().await;
     let mut parts = Vec::new();

@@ -6,15 +6,14 @@ use kafka_protocol::messages::offset_delete_response::{
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
-use super::{decode, reply};
+use super::reply;
 use crate::group::coordinator;
 use crate::protocol::RequestFrame;
 use crate::runtime::run_on;
 use crate::server::connection::Response;
 use crate::server::context::ctx;
 
-pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
-    let req: OffsetDeleteRequest = decode(frame)?;
+pub async fn handle(frame: &RequestFrame, req: OffsetDeleteRequest) -> anyhow::Result<Response> {
     let group = req.group_id.to_string();
     let parts: Vec<(String, i32)> = req
         .topics

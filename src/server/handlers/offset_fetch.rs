@@ -7,7 +7,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
 
-use super::{admin, decode, reply};
+use super::{admin, reply};
 use crate::group::coordinator;
 use crate::group::state::Committed;
 use crate::protocol::{RequestFrame, StrBytes};
@@ -38,8 +38,7 @@ fn by_topic(rows: Vec<(String, i32, Committed)>) -> Vec<(String, Vec<(i32, Commi
     out
 }
 
-pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
-    let req: OffsetFetchRequest = decode(frame)?;
+pub async fn handle(frame: &RequestFrame, req: OffsetFetchRequest) -> anyhow::Result<Response> {
     let v = frame.api_version;
     admin::ensure_offsets_topic().await;
     if v >= 8 {

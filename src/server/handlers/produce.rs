@@ -8,7 +8,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
-use super::{decode, error_code, reply, PartitionError};
+use super::{error_code, reply, PartitionError};
 use crate::model::{PartitionId, TopicPartition};
 use crate::protocol::batch::{self, BatchError};
 use crate::protocol::{RequestFrame, ResponseError, StrBytes};
@@ -24,8 +24,7 @@ struct PartOut {
     log_start: i64,
 }
 
-pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
-    let req: ProduceRequest = decode(frame)?;
+pub async fn handle(frame: &RequestFrame, req: ProduceRequest) -> anyhow::Result<Response> {
     let acks = req.acks;
     let version = frame.api_version;
     let c = ctx();

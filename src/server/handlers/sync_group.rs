@@ -2,7 +2,7 @@
 
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
-use super::{decode, reply};
+use super::reply;
 use crate::group::coordinator;
 use crate::group::coordinator::SyncRequest;
 use crate::protocol::{RequestFrame, StrBytes};
@@ -10,8 +10,7 @@ use crate::runtime::run_on;
 use crate::server::connection::Response;
 use crate::server::context::ctx;
 
-pub async fn handle(frame: &RequestFrame) -> anyhow::Result<Response> {
-    let req: SyncGroupRequest = decode(frame)?;
+pub async fn handle(frame: &RequestFrame, req: SyncGroupRequest) -> anyhow::Result<Response> {
     let v = frame.api_version;
     let sync = SyncRequest {
         group_id: req.group_id.to_string(),
