@@ -82,6 +82,14 @@ async fn apply_on_writer(
                         .map(|_| ())
                 }
             }
+            TopicChange::Delete { name } if name == crate::group::OFFSETS_TOPIC => Err(Refusal {
+                code: ResponseError::InvalidTopicException.code(),
+                message: format!("{name} is an internal topic and cannot be deleted"),
+            }),
+            TopicChange::Delete { name } if c.config.prop("delete.topic.enable") == Some("false") => Err(Refusal {
+                code: ResponseError::TopicDeletionDisabled.code(),
+                message: format!("delete.topic.enable is false; {name} was not deleted"),
+            }),
             TopicChange::Delete { name } => {
                 if validate_only {
                     table.get(&name).map(|_| ()).ok_or(Refusal {
@@ -146,6 +154,9 @@ pub async fn auto_create(name: &str) -> bool {
     let c = ctx();
     if c.topic(name).is_some() {
         return true;
+    }
+    if name == crate::group::OFFSETS_TOPIC {
+        return ensure_offsets_topic().await;
     }
     if !c.config.auto_create_topics {
         return false;
