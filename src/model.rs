@@ -71,8 +71,10 @@ pub mod limits {
     pub const mesh_channel_depth_max: usize = 1024;
     /// Bytes of index entries: one entry per this many bytes of log.
     pub const index_interval_bytes: u64 = 4096;
-    /// Bytes copied per step when sendfile would block and we fall back to write.
-    pub const sendfile_fallback_chunk_bytes: usize = 64 * 1024;
+    /// Bytes copied through an async write when sendfile would block: the
+    /// write waits for the socket to drain, then sendfile resumes. Small, so
+    /// nearly all record bytes stay zero-copy.
+    pub const sendfile_fallback_chunk_bytes: usize = 4 * 1024;
     /// Batches one append drain may coalesce into one write.
     pub const append_coalesce_batches_max: usize = 256;
     /// Bytes one append drain may coalesce into one write.
