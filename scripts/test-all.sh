@@ -18,8 +18,9 @@ cargo build --release
 stage "cargo test --release --workspace"
 cargo test --release --workspace
 
-# fuzz step
-# (a bounded fuzz run will be added here)
+# fuzz step: request decoding and batch validation, bounded in time
+stage "fuzz smoke (cargo fuzz, ${FUZZ_SECONDS:-30}s)"
+bash scripts/fuzz-smoke.sh
 
 stage "real-client compatibility suite (tests/clients)"
 CORELOG_BIN="${CORELOG_BIN:-$ROOT/target/release/corelog}" \
