@@ -24,6 +24,7 @@ pub const DESCRIBE_GROUPS: i16 = 15;
 pub const LIST_GROUPS: i16 = 16;
 pub const DELETE_GROUPS: i16 = 42;
 pub const OFFSET_DELETE: i16 = 47;
+pub const INIT_PRODUCER_ID: i16 = 22;
 
 /// (api key, min version, max version) for every API we answer.
 pub const SUPPORTED: &[(i16, i16, i16)] = &[
@@ -47,6 +48,7 @@ pub const SUPPORTED: &[(i16, i16, i16)] = &[
     (CREATE_PARTITIONS, 0, 3),
     (DELETE_GROUPS, 0, 2),
     (OFFSET_DELETE, 0, 0),
+    (INIT_PRODUCER_ID, 0, 4),
 ];
 
 pub fn supports(api_key: i16, version: i16) -> bool {

@@ -23,6 +23,7 @@ use crate::io::{self, file};
 use crate::model::{batch_layout, limits, TopicPartition};
 use crate::protocol::batch::{batch_crc, BatchSpan};
 
+use super::producer_state::{self, BatchSeq, ProducerStates, SeqCheck};
 use super::segment::{self, Segment};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -33,6 +34,9 @@ pub enum StorageError {
     Io(String),
     #[error("offset {offset} out of range [{start}, {end}]")]
     OffsetOutOfRange { offset: i64, start: i64, end: i64 },
+    /// An idempotent producer's batch refused with this Kafka error code.
+    #[error("producer batch refused with error {0}")]
+    Producer(i16),
 }
 
 impl From<std::io::Error> for StorageError {
@@ -88,10 +92,12 @@ pub struct PartitionLog {
     poisoned: RefCell<Option<String>>,
     /// Sealed segments below this offset are already compacted.
     compacted_through: Cell<i64>,
+    producers: RefCell<ProducerStates>,
 }
 
 const RECOVERY_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
 const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
+const PRODUCER_CHECKPOINT: &str = "producer-state-checkpoint";
 
 impl PartitionLog {
     /// Opens or creates the partition in `dir`, recovering every segment
@@ -142,6 +148,7 @@ impl PartitionLog {
             .unwrap_or(first_base)
             .clamp(first_base, end.max(first_base));
         let end = end.max(segments.last().expect("one segment").base_offset);
+        let producers = rebuild_producers(dir, &segments)?;
         let log = Rc::new(Self {
             tp,
             dir: dir.to_path_buf(),
@@ -161,6 +168,7 @@ impl PartitionLog {
             last_flush_ms: Cell::new(now),
             poisoned: RefCell::new(None),
             compacted_through: Cell::new(0),
+            producers: RefCell::new(producers),
         });
         log.write_checkpoints()?;
         Ok(log)
@@ -268,6 +276,10 @@ impl PartitionLog {
         let mut offset = self.next_offset.get();
         let mut messages = 0i64;
         for p in &group {
+            if let Some(verdict) = self.check_producer(p) {
+                results.push(verdict);
+                continue;
+            }
             let first = offset;
             for span in &p.spans {
                 let at = buf.len();
@@ -292,17 +304,34 @@ impl PartitionLog {
                     max_ts = now;
                 }
                 let last = offset + i64::from(span.last_offset_delta);
+                let header = crate::model::BatchHeader::new(b).expect("validated batch");
+                if header.producer_id() >= 0 {
+                    let first_seq = header.base_sequence();
+                    self.producers.borrow_mut().record(
+                        header.producer_id(),
+                        header.producer_epoch(),
+                        BatchSeq {
+                            first_seq,
+                            last_seq: producer_state::next_seq(first_seq, span.last_offset_delta),
+                            base_offset: offset,
+                            last_offset: last,
+                        },
+                    );
+                }
                 notes.push(segment::BatchAt {
                     pos: start_pos + at as u64,
                     base_offset: offset,
                     last_offset: last,
                     len: span.len as u64,
                     max_timestamp: max_ts,
+                    producer_id: header.producer_id(),
+                    producer_epoch: header.producer_epoch(),
+                    base_sequence: header.base_sequence(),
                 });
                 messages += i64::from(span.records);
                 offset = last + 1;
             }
-            results.push(Appended {
+            results.push(Ok(Appended {
                 base_offset: first,
                 last_offset: offset - 1,
                 log_append_time: if config.message_timestamp_type == TimestampType::LogAppendTime {
@@ -310,7 +339,7 @@ impl PartitionLog {
                 } else {
                     -1
                 },
-            });
+            }));
         }
         self.next_offset.set(offset);
         let write = {
@@ -337,12 +366,47 @@ impl PartitionLog {
         self.visible_end.set(offset);
         self.wake_readers();
         for (p, r) in group.into_iter().zip(results) {
-            let _ = p.reply.send(Ok(r));
+            let _ = p.reply.send(r);
         }
         self.messages_since_flush
             .set(self.messages_since_flush.get() + messages);
         if self.messages_since_flush.get() >= config.flush_messages {
             let _ = self.sync_to(offset).await;
+        }
+    }
+
+    /// For an idempotent producer's batch: `None` to append it, or the answer
+    /// (a duplicate's first offsets, or a refusal) without appending.
+    fn check_producer(&self, p: &PendingAppend) -> Option<Result<Appended, StorageError>> {
+        let span = p.spans.first()?;
+        let h = crate::model::BatchHeader::new(&p.records[span.start..span.start + span.len])?;
+        if h.producer_id() < 0 {
+            return None;
+        }
+        let first_seq = h.base_sequence();
+        let last_seq = producer_state::next_seq(first_seq, h.last_offset_delta());
+        match self.producers.borrow().check(
+            h.producer_id(),
+            h.producer_epoch(),
+            first_seq,
+            last_seq,
+        ) {
+            SeqCheck::Append if p.spans.len() == 1 => None,
+            SeqCheck::Append => Some(Err(StorageError::Producer(
+                crate::protocol::ResponseError::InvalidRecord.code(),
+            ))),
+            SeqCheck::Duplicate {
+                base_offset,
+                last_offset,
+            } => {
+                tracing::debug!(partition = %self.tp, producer = h.producer_id(), first_seq, "duplicate batch acknowledged");
+                Some(Ok(Appended {
+                    base_offset,
+                    last_offset,
+                    log_append_time: -1,
+                }))
+            }
+            SeqCheck::Refuse(code) => Some(Err(StorageError::Producer(code))),
         }
     }
 
@@ -652,6 +716,8 @@ impl PartitionLog {
 
     /// Writes the recovery point (what is fsynced) and the log start offset.
     pub fn write_checkpoints(&self) -> std::io::Result<()> {
+        let states = self.producers.borrow().to_text(self.visible_end.get());
+        file::write_atomic(&self.dir.join(PRODUCER_CHECKPOINT), states.as_bytes())?;
         write_checkpoint(
             &self.dir.join(RECOVERY_CHECKPOINT),
             &self.tp,
@@ -700,4 +766,45 @@ fn read_checkpoint(path: &Path) -> Option<i64> {
         return None;
     }
     lines.next()?.rsplit(' ').next()?.parse().ok()
+}
+
+/// Producer state from the snapshot (when present) plus every batch after it.
+fn rebuild_producers(dir: &Path, segments: &[Segment]) -> std::io::Result<ProducerStates> {
+    let (from, mut states) = std::fs::read_to_string(dir.join(PRODUCER_CHECKPOINT))
+        .ok()
+        .and_then(|t| ProducerStates::from_text(&t))
+        .unwrap_or((0, ProducerStates::default()));
+    let end = segments.last().map_or(0, |s| s.next_offset);
+    let (from, mut states) = if from > end {
+        (0, ProducerStates::default())
+    } else {
+        (from, std::mem::take(&mut states))
+    };
+    for seg in segments.iter().filter(|s| s.next_offset > from) {
+        let mut pos = 0;
+        while pos < seg.size {
+            let Some(b) = segment::scan_batch(&seg.reader, pos, seg.size, false, seg.base_offset)?
+            else {
+                break;
+            };
+            if b.base_offset >= from && b.producer_id >= 0 {
+                let last_seq = producer_state::next_seq(
+                    b.base_sequence,
+                    (b.last_offset - b.base_offset) as i32,
+                );
+                states.record(
+                    b.producer_id,
+                    b.producer_epoch,
+                    BatchSeq {
+                        first_seq: b.base_sequence,
+                        last_seq,
+                        base_offset: b.base_offset,
+                        last_offset: b.last_offset,
+                    },
+                );
+            }
+            pos += b.len;
+        }
+    }
+    Ok(states)
 }

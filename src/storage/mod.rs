@@ -6,6 +6,7 @@
 pub mod compact;
 pub mod index;
 pub mod log;
+pub mod producer_state;
 pub mod segment;
 
 pub use log::{Appended, PartitionLog, ReadSlice, StorageError};

@@ -31,6 +31,9 @@ pub struct BatchAt {
     pub last_offset: i64,
     pub len: u64,
     pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
 }
 
 pub struct Segment {
@@ -303,5 +306,8 @@ pub fn scan_batch(
         last_offset: h.last_offset(),
         len: len as u64,
         max_timestamp: h.max_timestamp(),
+        producer_id: h.producer_id(),
+        producer_epoch: h.producer_epoch(),
+        base_sequence: h.base_sequence(),
     }))
 }

@@ -86,10 +86,14 @@ async fn apply_on_writer(
                 code: ResponseError::InvalidTopicException.code(),
                 message: format!("{name} is an internal topic and cannot be deleted"),
             }),
-            TopicChange::Delete { name } if c.config.prop("delete.topic.enable") == Some("false") => Err(Refusal {
-                code: ResponseError::TopicDeletionDisabled.code(),
-                message: format!("delete.topic.enable is false; {name} was not deleted"),
-            }),
+            TopicChange::Delete { name }
+                if c.config.prop("delete.topic.enable") == Some("false") =>
+            {
+                Err(Refusal {
+                    code: ResponseError::TopicDeletionDisabled.code(),
+                    message: format!("delete.topic.enable is false; {name} was not deleted"),
+                })
+            }
             TopicChange::Delete { name } => {
                 if validate_only {
                     table.get(&name).map(|_| ()).ok_or(Refusal {

@@ -13,6 +13,7 @@ pub mod describe_groups;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
+pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
@@ -35,6 +36,7 @@ use crate::storage::StorageError;
 /// runs: a malformed request closes the connection before the requests
 /// pipelined behind it can take effect.
 pub enum Decoded {
+    InitProducerId(messages::InitProducerIdRequest),
     ApiVersions,
     Metadata(messages::MetadataRequest),
     Produce(messages::ProduceRequest),
@@ -60,6 +62,7 @@ pub enum Decoded {
 /// Decodes the body of a request whose API and version are supported.
 pub fn decode_request(frame: &RequestFrame) -> anyhow::Result<Decoded> {
     Ok(match frame.api_key {
+        api::INIT_PRODUCER_ID => Decoded::InitProducerId(decode(frame)?),
         api::API_VERSIONS => Decoded::ApiVersions,
         api::METADATA => Decoded::Metadata(decode(frame)?),
         api::PRODUCE => Decoded::Produce(decode(frame)?),
@@ -86,6 +89,7 @@ pub fn decode_request(frame: &RequestFrame) -> anyhow::Result<Decoded> {
 
 pub async fn dispatch(frame: RequestFrame, req: Decoded, peer: &str) -> Response {
     let result = match req {
+        Decoded::InitProducerId(r) => init_producer_id::handle(&frame, r).await,
         Decoded::ApiVersions => Ok(api_versions::handle(&frame)),
         Decoded::Metadata(r) => metadata::handle(&frame, r).await,
         Decoded::Produce(r) => produce::handle(&frame, r).await,
@@ -140,6 +144,7 @@ pub fn error_code(e: &PartitionError) -> i16 {
             ResponseError::KafkaStorageError.code()
         }
         PartitionError::Storage(StorageError::Io(_)) => ResponseError::KafkaStorageError.code(),
+        PartitionError::Storage(StorageError::Producer(code)) => *code,
         PartitionError::ShardGone => ResponseError::NotLeaderOrFollower.code(),
     }
 }
@@ -182,7 +187,10 @@ mod tests {
                     body: bytes::Bytes::new(),
                 };
                 if let Err(e) = decode_request(&frame) {
-                    assert!(!e.to_string().contains("unadvertised"), "api {key} v{version}: {e}");
+                    assert!(
+                        !e.to_string().contains("unadvertised"),
+                        "api {key} v{version}: {e}"
+                    );
                 }
             }
         }
