@@ -1,1 +1,8 @@
-fn main() {}
+//! The `loadgen` command; everything lives in the library.
+
+fn main() {
+    if let Err(e) = loadgen::cli::main() {
+        eprintln!("loadgen: {e:#}");
+        std::process::exit(1);
+    }
+}

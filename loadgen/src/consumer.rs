@@ -1,0 +1,281 @@
+//! The consumer: manual partition assignment (no group), Fetch with long
+//! polling, one fetch in flight per connection as Kafka's consumers do. One
+//! thread per (consumer, leader). Records end-to-end latency from the send
+//! timestamp loadgen's producer puts at the start of each value, against the
+//! wall clock when the Fetch response arrived (so producer and consumer must
+//! share a clock: same host, or synchronised hosts).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::batch;
+use crate::cluster::{self, TopicLayout};
+use crate::stats::Recorder;
+use crate::wire::{self, Conn};
+
+/// Highest Fetch version loadgen speaks (v13 names topics by id).
+const FETCH_VERSION_MAX: i16 = 12;
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartAt {
+    Earliest,
+    Latest,
+}
+
+impl std::str::FromStr for StartAt {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "earliest" | "beginning" => StartAt::Earliest,
+            "latest" | "end" => StartAt::Latest,
+            _ => bail!("--from must be earliest or latest"),
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ConsumeOpts {
+    pub topic: String,
+    pub partitions: Option<Vec<i32>>,
+    pub from: StartAt,
+    pub consumers: usize,
+    pub max_wait_ms: i32,
+    pub min_bytes: i32,
+    pub max_bytes: i32,
+    pub partition_max_bytes: i32,
+}
+
+/// How the caller stops the consumers.
+#[derive(Default)]
+pub struct ConsumeControl {
+    pub stop: AtomicBool,
+    /// Stop once this many messages were consumed (u64::MAX: no target).
+    pub target_msgs: AtomicU64,
+    pub consumed: AtomicU64,
+    /// Stop when every partition reached the end offsets seen at the start.
+    pub until_caught_up: AtomicBool,
+}
+
+impl ConsumeControl {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            target_msgs: AtomicU64::new(u64::MAX),
+            ..Self::default()
+        })
+    }
+
+    fn done(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+            || self.consumed.load(Ordering::Acquire) >= self.target_msgs.load(Ordering::Acquire)
+    }
+}
+
+/// Consumers that run on their own threads until stopped.
+pub struct Consumers {
+    handles: Vec<thread::JoinHandle<Result<()>>>,
+    pub start_offsets: BTreeMap<i32, i64>,
+    pub end_offsets: BTreeMap<i32, i64>,
+}
+
+impl Consumers {
+    /// Looks up start offsets, connects, and starts fetching.
+    pub fn start(
+        opts: &ConsumeOpts,
+        layout: &TopicLayout,
+        recorder: Arc<Recorder>,
+        control: Arc<ConsumeControl>,
+    ) -> Result<Self> {
+        let partitions = opts
+            .partitions
+            .clone()
+            .unwrap_or_else(|| layout.partitions());
+        let earliest = cluster::list_offsets(layout, &partitions, -2)?;
+        let latest = cluster::list_offsets(layout, &partitions, -1)?;
+        let start_offsets = match opts.from {
+            StartAt::Earliest => earliest,
+            StartAt::Latest => latest.clone(),
+        };
+        let consumers = opts.consumers.max(1);
+        // (consumer, leader) -> partitions
+        let mut assignment: BTreeMap<(usize, String), Vec<i32>> = BTreeMap::new();
+        for (i, p) in partitions.iter().enumerate() {
+            let leader = layout.leaders.get(p).context("no leader")?.clone();
+            assignment
+                .entry((i % consumers, leader))
+                .or_default()
+                .push(*p);
+        }
+        let mut handles = Vec::new();
+        for ((id, leader), parts) in assignment {
+            let conn = Conn::connect(&leader, &format!("loadgen-consumer-{id}"))?;
+            let version = conn.versions.pick(ApiKey::Fetch, FETCH_VERSION_MAX)?;
+            if version < 4 {
+                bail!("{leader} speaks Fetch only up to v{version}; loadgen needs v4");
+            }
+            let offsets: Vec<(i32, i64, i64)> = parts
+                .iter()
+                .map(|p| (*p, start_offsets[p], latest[p]))
+                .collect();
+            let fetcher = Fetcher {
+                conn,
+                version,
+                opts: opts.clone(),
+                offsets,
+                recorder: recorder.clone(),
+                control: control.clone(),
+            };
+            handles.push(
+                thread::Builder::new()
+                    .name(format!("fetch-{id}"))
+                    .spawn(move || fetcher.run())?,
+            );
+        }
+        Ok(Self {
+            handles,
+            start_offsets,
+            end_offsets: latest,
+        })
+    }
+
+    /// Waits for every fetcher to stop; the first error wins.
+    pub fn join(self) -> Result<()> {
+        let mut first = Ok(());
+        for h in self.handles {
+            let r = h.join().expect("fetcher panicked");
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+}
+
+struct Fetcher {
+    conn: Conn,
+    version: i16,
+    opts: ConsumeOpts,
+    /// (partition, next offset, end offset at start)
+    offsets: Vec<(i32, i64, i64)>,
+    recorder: Arc<Recorder>,
+    control: Arc<ConsumeControl>,
+}
+
+impl Fetcher {
+    fn run(mut self) -> Result<()> {
+        let result = self.fetch_loop();
+        if result.is_err() {
+            self.control.stop.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    fn caught_up(&self) -> bool {
+        self.control.until_caught_up.load(Ordering::Acquire)
+            && self.offsets.iter().all(|(_, next, end)| next >= end)
+    }
+
+    fn fetch_loop(&mut self) -> Result<()> {
+        let timeout = Duration::from_millis(self.opts.max_wait_ms as u64) + Duration::from_secs(30);
+        self.conn.set_read_timeout(Some(timeout))?;
+        let topic = TopicName(StrBytes::from_string(self.opts.topic.clone()));
+        while !self.control.done() && !self.caught_up() {
+            let request = self.request(&topic);
+            let corr = self.conn.next_correlation();
+            let mut buf = bytes::BytesMut::with_capacity(256);
+            wire::encode_request(
+                &mut buf,
+                ApiKey::Fetch,
+                self.version,
+                corr,
+                &self.conn.client_id,
+                &request,
+            )?;
+            std::io::Write::write_all(&mut self.conn.stream, &buf)?;
+            let frame = wire::read_frame(&mut self.conn.stream)?;
+            let now_ns = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .expect("clock after 1970")
+                .as_nanos() as u64;
+            let response: FetchResponse =
+                wire::decode_response(frame, ApiKey::Fetch, self.version, corr)?;
+            if response.error_code != 0 {
+                bail!("Fetch: error {}", response.error_code);
+            }
+            self.absorb(&response, now_ns)?;
+        }
+        Ok(())
+    }
+
+    fn request(&self, topic: &TopicName) -> FetchRequest {
+        let partitions = self
+            .offsets
+            .iter()
+            .map(|(p, next, _)| {
+                FetchPartition::default()
+                    .with_partition(*p)
+                    .with_fetch_offset(*next)
+                    .with_current_leader_epoch(-1)
+                    .with_log_start_offset(-1)
+                    .with_partition_max_bytes(self.opts.partition_max_bytes)
+            })
+            .collect();
+        FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(self.opts.max_wait_ms)
+            .with_min_bytes(self.opts.min_bytes)
+            .with_max_bytes(self.opts.max_bytes)
+            .with_isolation_level(0)
+            .with_session_id(0)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(topic.clone())
+                .with_partitions(partitions)])
+    }
+
+    fn absorb(&mut self, response: &FetchResponse, now_ns: u64) -> Result<()> {
+        let mut msgs = 0u64;
+        let mut payload = 0u64;
+        let mut wire_bytes = 0u64;
+        let mut h = self.recorder.latency.lock().expect("poisoned");
+        for pd in response.responses.iter().flat_map(|t| &t.partitions) {
+            let Some(slot) = self.offsets.iter_mut().find(|o| o.0 == pd.partition_index) else {
+                continue;
+            };
+            if pd.error_code == OFFSET_OUT_OF_RANGE {
+                self.recorder.error(pd.error_code, 0);
+                slot.1 = pd.log_start_offset.max(0);
+                continue;
+            }
+            if pd.error_code != 0 {
+                self.recorder.error(pd.error_code, 0);
+                continue;
+            }
+            let Some(records) = &pd.records else { continue };
+            let from = slot.1;
+            let infos = batch::walk_batches(records, from, true, |bytes, stamp| {
+                msgs += 1;
+                payload += bytes as u64;
+                if let Some(sent) = stamp {
+                    h.saturating_record(now_ns.saturating_sub(sent));
+                }
+            })?;
+            for info in &infos {
+                wire_bytes += info.batch_bytes as u64;
+                slot.1 = slot.1.max(info.next_offset);
+            }
+        }
+        drop(h);
+        self.recorder.add(msgs, payload, wire_bytes);
+        self.control.consumed.fetch_add(msgs, Ordering::AcqRel);
+        Ok(())
+    }
+}
