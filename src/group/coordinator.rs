@@ -69,6 +69,8 @@ pub struct JoinRequest {
     pub client_host: String,
     /// JoinGroup v4+: an unknown member must first get an id.
     pub require_known_member_id: bool,
+    /// JoinGroup v9+: a rejoining static leader can be told to skip assignment.
+    pub supports_skip_assignment: bool,
 }
 
 pub struct SyncRequest {
@@ -119,8 +121,24 @@ pub fn coordinator() -> Rc<GroupCoordinator> {
         .expect("group coordinator not installed")
 }
 
+/// The members with their metadata for the chosen protocol (the leader's view).
+fn roster(g: &Group) -> Vec<(String, Option<String>, Bytes)> {
+    let protocol = g.protocol.clone().unwrap_or_default();
+    g.members
+        .values()
+        .map(|m| {
+            (
+                m.id.clone(),
+                m.instance_id.clone(),
+                m.metadata_for(&protocol),
+            )
+        })
+        .collect()
+}
+
 fn err_join(code: i16, member_id: &str) -> JoinResult {
     JoinResult {
+        skip_assignment: false,
         error: code,
         generation: -1,
         protocol_type: None,
@@ -422,15 +440,27 @@ impl GroupCoordinator {
                     if was_leader {
                         g.leader = Some(new_id.clone());
                     }
-                    if g.state == GroupState::Stable && !was_leader {
+                    if g.state == GroupState::Stable {
+                        // No rebalance for a restarted static member: it
+                        // gets its stored assignment in SyncGroup. A
+                        // restarted leader is told to skip assignment (v9+)
+                        // or, before v9, is shown the old leader id so it
+                        // acts as a follower, as Kafka does.
+                        let skip = was_leader && req.supports_skip_assignment;
+                        let leader = if was_leader && !skip {
+                            old.clone()
+                        } else {
+                            g.leader.clone().unwrap_or_default()
+                        };
                         return Outcome::Now(JoinResult {
                             error: 0,
                             generation: g.generation,
                             protocol_type: g.protocol_type.clone(),
                             protocol: g.protocol.clone(),
-                            leader: g.leader.clone().unwrap_or_default(),
+                            leader,
                             member_id: new_id,
-                            members: Vec::new(),
+                            members: if skip { roster(g) } else { Vec::new() },
+                            skip_assignment: skip,
                         });
                     }
                     member_id = new_id;
@@ -453,6 +483,31 @@ impl GroupCoordinator {
                 if g.statics.get(inst).is_some_and(|m| *m != member_id) {
                     return Outcome::Now(err_join(FENCED_INSTANCE_ID, &member_id));
                 }
+            }
+            // A known member re-sending the same JoinGroup does not start a
+            // rebalance (unless it is the Stable group's leader, whose rejoin
+            // signals a metadata change): it gets the current generation.
+            let unchanged = g.members[&member_id].protocols == req.protocols;
+            let is_leader = g.leader.as_deref() == Some(member_id.as_str());
+            let settled = matches!(
+                g.state,
+                GroupState::Stable | GroupState::CompletingRebalance
+            );
+            if unchanged && settled && (!is_leader || g.state == GroupState::CompletingRebalance) {
+                g.members
+                    .get_mut(&member_id)
+                    .expect("known")
+                    .last_heartbeat_ms = now;
+                return Outcome::Now(JoinResult {
+                    error: 0,
+                    generation: g.generation,
+                    protocol_type: g.protocol_type.clone(),
+                    protocol: g.protocol.clone(),
+                    leader: g.leader.clone().unwrap_or_default(),
+                    member_id,
+                    members: if is_leader { roster(g) } else { Vec::new() },
+                    skip_assignment: false,
+                });
             }
         } else {
             return Outcome::Now(err_join(UNKNOWN_MEMBER_ID, &member_id));

@@ -42,6 +42,8 @@ pub struct JoinResult {
     pub member_id: String,
     /// Only the leader gets the members (id, instance id, metadata).
     pub members: Vec<(String, Option<String>, Bytes)>,
+    /// v9+: a restarted static leader keeps the current assignment.
+    pub skip_assignment: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -270,6 +272,7 @@ impl Group {
                     } else {
                         Vec::new()
                     },
+                    skip_assignment: false,
                 });
             }
             m.last_heartbeat_ms = now_ms;
@@ -309,6 +312,7 @@ impl Group {
                 leader: String::new(),
                 member_id: id.to_string(),
                 members: Vec::new(),
+                skip_assignment: false,
             });
         }
         if let Some(w) = m.sync_waiter.take() {

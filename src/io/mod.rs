@@ -23,3 +23,9 @@ pub fn now_ms() -> i64 {
 pub async fn sleep(d: std::time::Duration) {
     glommio::timer::sleep(d).await;
 }
+
+/// Runs blocking work (fsync-heavy checkpoint and index writes) on the
+/// shard's blocking thread, so the executor keeps serving meanwhile.
+pub async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    glommio::executor().spawn_blocking(f).await
+}

@@ -112,7 +112,7 @@ async fn flush_loop() {
         for log in ctx().owned_partitions() {
             log.flush_if_due(now).await;
             if ticks.is_multiple_of(60) {
-                if let Err(e) = log.write_checkpoints() {
+                if let Err(e) = log.write_checkpoints_async().await {
                     tracing::error!(partition = %log.tp, error = %e, "checkpoint failed");
                 }
             }

@@ -93,6 +93,8 @@ pub struct PartitionLog {
     /// Sealed segments below this offset are already compacted.
     compacted_through: Cell<i64>,
     producers: RefCell<ProducerStates>,
+    /// Writers of sealed segments whose background fsync has not finished.
+    unsynced_sealed: RefCell<Vec<Rc<file::AppendFile>>>,
 }
 
 const RECOVERY_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
@@ -169,6 +171,7 @@ impl PartitionLog {
             poisoned: RefCell::new(None),
             compacted_through: Cell::new(0),
             producers: RefCell::new(producers),
+            unsynced_sealed: RefCell::new(Vec::new()),
         });
         log.write_checkpoints()?;
         Ok(log)
@@ -412,7 +415,7 @@ impl PartitionLog {
 
     /// Rolls to a new segment when the active one would pass `segment.bytes`
     /// or is older than `segment.ms`.
-    async fn maybe_roll(&self, incoming: u64) -> std::io::Result<()> {
+    async fn maybe_roll(self: &Rc<Self>, incoming: u64) -> std::io::Result<()> {
         let config = self.config();
         let now = io::now_ms();
         let (needs_roll, next_base) = {
@@ -434,28 +437,39 @@ impl PartitionLog {
         }
         // Seal: fsync the old segment so durability never depends on which
         // file a waiter's bytes landed in, persist its indexes, drop its writer.
-        // The old writer stays in place until the new segment is pushed, so
-        // a concurrent `sync_to` always finds a writer on the last segment.
-        let old_writer = self
-            .segments
-            .borrow()
-            .last()
-            .expect("active")
-            .writer
-            .clone();
-        if let Some(w) = &old_writer {
-            w.fdatasync().await?;
-        }
-        self.segments
-            .borrow()
-            .last()
-            .expect("sealed")
-            .persist_indexes()?;
+        // The sealed segment is fsynced and its indexes written in the
+        // background, off the append path; until then `sync_to` fsyncs it
+        // too, so durability never depends on which file bytes landed in.
         let seg = Segment::create(&self.dir, next_base, now).await?;
-        {
+        let (old_writer, index_files) = {
             let mut segs = self.segments.borrow_mut();
-            segs.last_mut().expect("sealed").writer = None;
+            let sealed = segs.last_mut().expect("sealed");
+            let w = sealed.writer.take();
+            let files = sealed.index_files();
             segs.push(seg);
+            (w, files)
+        };
+        if let Some(w) = old_writer {
+            self.unsynced_sealed.borrow_mut().push(w.clone());
+            let me = self.clone();
+            io::spawn_detached(async move {
+                match w.fdatasync().await {
+                    Ok(()) => me
+                        .unsynced_sealed
+                        .borrow_mut()
+                        .retain(|x| !Rc::ptr_eq(x, &w)),
+                    Err(e) => me.poison(format!("fdatasync of sealed segment failed: {e}")),
+                }
+                let written = io::blocking(move || {
+                    index_files
+                        .iter()
+                        .try_for_each(|(path, bytes)| file::write_atomic(path, bytes))
+                })
+                .await;
+                if let Err(e) = written {
+                    tracing::warn!(partition = %me.tp, error = %e, "writing sealed segment indexes failed");
+                }
+            });
         }
         tracing::debug!(partition = %self.tp, base = next_base, "rolled segment");
         Ok(())
@@ -479,7 +493,14 @@ impl PartitionLog {
             }
             self.syncing.set(true);
             let target = self.visible_end.get();
+            let sealed: Vec<Rc<file::AppendFile>> = self.unsynced_sealed.borrow().clone();
             let result = {
+                let mut result = Ok(());
+                for w in &sealed {
+                    if let Err(e) = w.fdatasync().await {
+                        result = Err(e);
+                    }
+                }
                 let w = self
                     .segments
                     .borrow()
@@ -488,7 +509,10 @@ impl PartitionLog {
                     .writer
                     .clone()
                     .expect("writer");
-                w.fdatasync().await
+                match result {
+                    Ok(()) => w.fdatasync().await,
+                    Err(e) => Err(e),
+                }
             };
             self.syncing.set(false);
             match result {
@@ -714,20 +738,49 @@ impl PartitionLog {
         Ok(dropped_total)
     }
 
+    /// `write_checkpoints` on the blocking thread, for the periodic task.
+    pub async fn write_checkpoints_async(&self) -> std::io::Result<()> {
+        let files = self.checkpoint_files();
+        io::blocking(move || {
+            files
+                .iter()
+                .try_for_each(|(path, bytes)| file::write_atomic(path, bytes))
+        })
+        .await
+    }
+
+    fn checkpoint_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let checkpoint = |offset: i64| {
+            format!(
+                "0\n1\n{} {} {}\n",
+                self.tp.topic, self.tp.partition.0, offset
+            )
+            .into_bytes()
+        };
+        vec![
+            (
+                self.dir.join(PRODUCER_CHECKPOINT),
+                self.producers
+                    .borrow()
+                    .to_text(self.visible_end.get())
+                    .into_bytes(),
+            ),
+            (
+                self.dir.join(RECOVERY_CHECKPOINT),
+                checkpoint(self.durable_end.get()),
+            ),
+            (
+                self.dir.join(LOG_START_CHECKPOINT),
+                checkpoint(self.log_start_offset.get()),
+            ),
+        ]
+    }
+
     /// Writes the recovery point (what is fsynced) and the log start offset.
     pub fn write_checkpoints(&self) -> std::io::Result<()> {
-        let states = self.producers.borrow().to_text(self.visible_end.get());
-        file::write_atomic(&self.dir.join(PRODUCER_CHECKPOINT), states.as_bytes())?;
-        write_checkpoint(
-            &self.dir.join(RECOVERY_CHECKPOINT),
-            &self.tp,
-            self.durable_end.get(),
-        )?;
-        write_checkpoint(
-            &self.dir.join(LOG_START_CHECKPOINT),
-            &self.tp,
-            self.log_start_offset.get(),
-        )
+        self.checkpoint_files()
+            .iter()
+            .try_for_each(|(path, bytes)| file::write_atomic(path, bytes))
     }
 
     /// Clean shutdown: fsync, persist indexes and checkpoints.
@@ -744,19 +797,14 @@ impl PartitionLog {
 
     /// Removes the partition's directory (DeleteTopics).
     pub fn delete(&self) -> std::io::Result<()> {
-        self.poison("partition deleted".into());
+        // Not `poison`: a deletion is not an error worth an ERROR line.
+        *self.poisoned.borrow_mut() = Some("partition deleted".into());
         std::fs::remove_dir_all(&self.dir)?;
         if let Some(parent) = self.dir.parent() {
             file::fsync_dir(parent)?;
         }
         Ok(())
     }
-}
-
-/// Kafka's checkpoint text format: version, count, then `topic partition offset`.
-fn write_checkpoint(path: &Path, tp: &TopicPartition, offset: i64) -> std::io::Result<()> {
-    let text = format!("0\n1\n{} {} {}\n", tp.topic, tp.partition.0, offset);
-    file::write_atomic(path, text.as_bytes())
 }
 
 fn read_checkpoint(path: &Path) -> Option<i64> {

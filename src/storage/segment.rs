@@ -60,7 +60,8 @@ impl Segment {
         let path = log_path(dir, base_offset);
         let writer = AppendFile::open(&path).await?;
         writer.truncate(0).await?;
-        file::fsync_dir(dir)?;
+        let d = dir.to_path_buf();
+        crate::io::blocking(move || file::fsync_dir(&d)).await?;
         Ok(Self {
             base_offset,
             dir: dir.to_path_buf(),
@@ -235,6 +236,20 @@ impl Segment {
     }
 
     /// Writes both indexes atomically beside the log file.
+    /// The index files' paths and contents, to write off the shard.
+    pub fn index_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        vec![
+            (
+                index_path(&self.dir, self.base_offset),
+                self.index.to_bytes(),
+            ),
+            (
+                timeindex_path(&self.dir, self.base_offset),
+                self.time_index.to_bytes(),
+            ),
+        ]
+    }
+
     pub fn persist_indexes(&self) -> std::io::Result<()> {
         file::write_atomic(
             &index_path(&self.dir, self.base_offset),

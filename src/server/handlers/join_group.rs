@@ -39,6 +39,7 @@ pub async fn handle(
         client_id: frame.client_id.clone().unwrap_or_default(),
         client_host: format!("/{}", peer.rsplit_once(':').map_or(peer, |(h, _)| h)),
         require_known_member_id: v >= 4,
+        supports_skip_assignment: v >= 9,
     };
     let owner = ctx().group_owner(&join.group_id);
     let r: JoinResult = run_on(owner, move || async move { coordinator().join(join).await })
@@ -67,6 +68,9 @@ pub async fn handle(
         );
     if v >= 7 {
         body = body.with_protocol_type(r.protocol_type.map(StrBytes::from_string));
+    }
+    if v >= 9 {
+        body = body.with_skip_assignment(r.skip_assignment);
     }
     reply(frame, &body)
 }
