@@ -11,7 +11,7 @@ MESSAGES="${2:-300000}"
 SIZE=1024
 PORT=19399
 WORK="$(mktemp -d /tmp/corelog-tput.XXXXXX)"
-trap 'kill "${BROKER:-0}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap '[ -n "${BROKER:-}" ] && kill "$BROKER" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 
 cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
 python3 - "$MESSAGES" "$SIZE" > "$WORK/msgs.txt" <<'PY'
@@ -70,4 +70,4 @@ done
 echo
 echo "sendfile vs copied bytes at shutdown:"
 kill -TERM $BROKER; wait $BROKER || true; BROKER=
-grep -o 'sendfile_bytes=[0-9]* copied_bytes=[0-9]*' "$WORK/broker.log" | sed 's/^/- /'
+grep -o "sendfile_bytes=[0-9]* copied_bytes=[0-9]*" "$WORK/broker.log" | sed "s/^/- /" || true
