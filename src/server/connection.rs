@@ -43,7 +43,7 @@ pub async fn serve(stream: TcpStream, peer: String) {
         .prop("connections.max.idle.ms")
         .and_then(|v| v.parse().ok())
         .unwrap_or(600_000);
-    let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(idle_ms.max(1))));
+    let idle = std::time::Duration::from_millis(idle_ms.max(1));
     let fd = raw_fd(&stream);
     let (mut reader, writer) = stream.split();
     let (tx, rx) = local_channel::new_bounded::<glommio::task::JoinHandle<Response>>(
@@ -55,11 +55,19 @@ pub async fn serve(stream: TcpStream, peer: String) {
     let request_bytes_max = ctx().config.socket_request_bytes_max;
     loop {
         let mut prefix = [0u8; 4];
-        if let Err(e) = reader.read_exact(&mut prefix).await {
-            if e.kind() != std::io::ErrorKind::UnexpectedEof {
-                tracing::debug!(%peer, error = %e, "read failed");
+        let next = Box::pin(reader.read_exact(&mut prefix));
+        match futures::future::select(next, Box::pin(crate::io::sleep(idle))).await {
+            futures::future::Either::Left((Ok(()), _)) => {}
+            futures::future::Either::Left((Err(e), _)) => {
+                if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                    tracing::debug!(%peer, error = %e, "read failed");
+                }
+                break;
             }
-            break;
+            futures::future::Either::Right(_) => {
+                tracing::info!(%peer, idle_ms, "closing idle connection (connections.max.idle.ms)");
+                break;
+            }
         }
         let len = match check_size(prefix, request_bytes_max) {
             FrameSize::Ok(n) => n,
