@@ -237,6 +237,13 @@ pub struct ConsumerArgs {
     pub fetch_max_bytes: String,
     #[arg(long, default_value = "1m")]
     pub partition_max_bytes: String,
+    /// Consume as members of this consumer group (classic protocol, range
+    /// assignment, committed offsets); default: manual assignment.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// With --group: how often consumed positions are committed, ms.
+    #[arg(long, default_value_t = 1000)]
+    pub commit_interval_ms: u64,
 }
 
 impl ConsumerArgs {
@@ -250,6 +257,8 @@ impl ConsumerArgs {
             min_bytes: self.fetch_min_bytes,
             max_bytes: i32::try_from(parse_bytes(&self.fetch_max_bytes)?)?,
             partition_max_bytes: i32::try_from(parse_bytes(&self.partition_max_bytes)?)?,
+            group: self.group.clone(),
+            commit_interval: Duration::from_millis(self.commit_interval_ms.max(1)),
         })
     }
 }

@@ -1,4 +1,5 @@
-//! The consumer: manual partition assignment (no group), Fetch with long
+//! The consumer: manual partition assignment, or a consumer group
+//! (`--group`, see `group.rs`), Fetch with long
 //! polling, one fetch in flight per connection as Kafka's consumers do. One
 //! thread per (consumer, leader). Records end-to-end latency from the send
 //! timestamp loadgen's producer puts at the start of each value, against the
@@ -7,9 +8,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::group::Member;
 
 use anyhow::{bail, Context, Result};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -52,6 +55,11 @@ pub struct ConsumeOpts {
     pub min_bytes: i32,
     pub max_bytes: i32,
     pub partition_max_bytes: i32,
+    /// Join this consumer group (classic protocol) instead of assigning
+    /// partitions manually.
+    pub group: Option<String>,
+    /// How often a group member commits its positions.
+    pub commit_interval: Duration,
 }
 
 /// How the caller stops the consumers.
@@ -73,7 +81,7 @@ impl ConsumeControl {
         })
     }
 
-    fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         self.stop.load(Ordering::Acquire)
             || self.consumed.load(Ordering::Acquire) >= self.target_msgs.load(Ordering::Acquire)
     }
@@ -105,39 +113,47 @@ impl Consumers {
             StartAt::Latest => latest.clone(),
         };
         let consumers = opts.consumers.max(1);
-        // (consumer, leader) -> partitions
-        let mut assignment: BTreeMap<(usize, String), Vec<i32>> = BTreeMap::new();
-        for (i, p) in partitions.iter().enumerate() {
-            let leader = layout.leaders.get(p).context("no leader")?.clone();
-            assignment
-                .entry((i % consumers, leader))
-                .or_default()
-                .push(*p);
-        }
         let mut handles = Vec::new();
-        for ((id, leader), parts) in assignment {
-            let conn = Conn::connect(&leader, &format!("loadgen-consumer-{id}"))?;
-            let version = conn.versions.pick(ApiKey::Fetch, FETCH_VERSION_MAX)?;
-            if version < 4 {
-                bail!("{leader} speaks Fetch only up to v{version}; loadgen needs v4");
+        if let Some(group) = &opts.group {
+            for id in 0..consumers {
+                let member = Member::new(
+                    id,
+                    group.clone(),
+                    opts.clone(),
+                    layout.clone(),
+                    partitions.clone(),
+                    start_offsets.clone(),
+                    latest.clone(),
+                    recorder.clone(),
+                    control.clone(),
+                );
+                handles.push(
+                    thread::Builder::new()
+                        .name(format!("member-{id}"))
+                        .spawn(move || member.run())?,
+                );
             }
-            let offsets: Vec<(i32, i64, i64)> = parts
-                .iter()
-                .map(|p| (*p, start_offsets[p], latest[p]))
-                .collect();
-            let fetcher = Fetcher {
-                conn,
-                version,
-                opts: opts.clone(),
-                offsets,
-                recorder: recorder.clone(),
-                control: control.clone(),
-            };
-            handles.push(
-                thread::Builder::new()
-                    .name(format!("fetch-{id}"))
-                    .spawn(move || fetcher.run())?,
-            );
+        } else {
+            // consumer -> (partition, start, end)
+            let mut assignment: BTreeMap<usize, Vec<(i32, i64, i64)>> = BTreeMap::new();
+            for (i, p) in partitions.iter().enumerate() {
+                assignment.entry(i % consumers).or_default().push((
+                    *p,
+                    start_offsets[p],
+                    latest[p],
+                ));
+            }
+            for (id, offsets) in assignment {
+                handles.extend(spawn_fetchers(
+                    &id.to_string(),
+                    opts,
+                    layout,
+                    &offsets,
+                    &recorder,
+                    &control,
+                    None,
+                )?);
+            }
         }
         Ok(Self {
             handles,
@@ -159,6 +175,52 @@ impl Consumers {
     }
 }
 
+pub type FetcherHandle = thread::JoinHandle<Result<()>>;
+
+/// A group member's hold on its fetchers: a stop flag for the generation and
+/// the positions they publish (partition -> next offset).
+pub type GenerationLink = (Arc<AtomicBool>, Arc<Mutex<BTreeMap<i32, i64>>>);
+
+/// One fetcher thread per leader of `offsets` ((partition, start, end)).
+pub fn spawn_fetchers(
+    name: &str,
+    opts: &ConsumeOpts,
+    layout: &TopicLayout,
+    offsets: &[(i32, i64, i64)],
+    recorder: &Arc<Recorder>,
+    control: &Arc<ConsumeControl>,
+    link: Option<GenerationLink>,
+) -> Result<Vec<FetcherHandle>> {
+    let mut by_leader: BTreeMap<String, Vec<(i32, i64, i64)>> = BTreeMap::new();
+    for o in offsets {
+        let leader = layout.leaders.get(&o.0).context("no leader")?.clone();
+        by_leader.entry(leader).or_default().push(*o);
+    }
+    let mut handles = Vec::new();
+    for (leader, offsets) in by_leader {
+        let conn = Conn::connect(&leader, &format!("loadgen-consumer-{name}"))?;
+        let version = conn.versions.pick(ApiKey::Fetch, FETCH_VERSION_MAX)?;
+        if version < 4 {
+            bail!("{leader} speaks Fetch only up to v{version}; loadgen needs v4");
+        }
+        let fetcher = Fetcher {
+            conn,
+            version,
+            opts: opts.clone(),
+            offsets,
+            recorder: recorder.clone(),
+            control: control.clone(),
+            link: link.clone(),
+        };
+        handles.push(
+            thread::Builder::new()
+                .name(format!("fetch-{name}"))
+                .spawn(move || fetcher.run())?,
+        );
+    }
+    Ok(handles)
+}
+
 struct Fetcher {
     conn: Conn,
     version: i16,
@@ -167,6 +229,7 @@ struct Fetcher {
     offsets: Vec<(i32, i64, i64)>,
     recorder: Arc<Recorder>,
     control: Arc<ConsumeControl>,
+    link: Option<GenerationLink>,
 }
 
 impl Fetcher {
@@ -183,11 +246,17 @@ impl Fetcher {
             && self.offsets.iter().all(|(_, next, end)| next >= end)
     }
 
+    fn generation_over(&self) -> bool {
+        self.link
+            .as_ref()
+            .is_some_and(|(stop, _)| stop.load(Ordering::Acquire))
+    }
+
     fn fetch_loop(&mut self) -> Result<()> {
         let timeout = Duration::from_millis(self.opts.max_wait_ms as u64) + Duration::from_secs(30);
         self.conn.set_read_timeout(Some(timeout))?;
         let topic = TopicName(StrBytes::from_string(self.opts.topic.clone()));
-        while !self.control.done() && !self.caught_up() {
+        while !self.control.done() && !self.caught_up() && !self.generation_over() {
             let request = self.request(&topic);
             let corr = self.conn.next_correlation();
             let mut buf = bytes::BytesMut::with_capacity(256);
@@ -211,6 +280,12 @@ impl Fetcher {
                 bail!("Fetch: error {}", response.error_code);
             }
             self.absorb(&response, now_ns)?;
+            if let Some((_, positions)) = &self.link {
+                let mut positions = positions.lock().expect("poisoned");
+                for (p, next, _) in &self.offsets {
+                    positions.insert(*p, *next);
+                }
+            }
         }
         Ok(())
     }

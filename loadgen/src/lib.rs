@@ -9,6 +9,7 @@ pub mod cli;
 pub mod cluster;
 pub mod compare;
 pub mod consumer;
+pub mod group;
 pub mod producer;
 pub mod report;
 pub mod run;

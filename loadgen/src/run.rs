@@ -260,7 +260,9 @@ pub fn consume(
         .iter()
         .map(|(p, end)| end - consumers.start_offsets.get(p).copied().unwrap_or(*end))
         .sum();
-    if catch_up && backlog <= 0 {
+    // A group resumes from its committed offsets, which may leave nothing
+    // to consume: that is an answer, not a usage error.
+    if catch_up && backlog <= 0 && opts.group.is_none() {
         bail!(
             "--catch-up: the topic has nothing to consume from {:?}",
             opts.from

@@ -354,6 +354,8 @@ fn run_cell(
             min_bytes: 1,
             max_bytes: 50 << 20,
             partition_max_bytes: 1 << 20,
+            group: None,
+            commit_interval: Duration::from_secs(1),
         });
         let r = run::produce(&target, &opts, size, &len, e2e.as_ref())?;
         if !quiet {

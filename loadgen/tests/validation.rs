@@ -67,6 +67,11 @@ impl Broker {
     /// Starts corelog; `advertise` makes Metadata point clients elsewhere
     /// (at a proxy).
     fn start(advertise: Option<&str>) -> Self {
+        Self::start_with(advertise, &[])
+    }
+
+    /// Same, with extra `serve` arguments.
+    fn start_with(advertise: Option<&str>, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let addr = format!("127.0.0.1:{}", free_port());
         let mut cmd = Command::new(corelog_bin());
@@ -77,6 +82,7 @@ impl Broker {
         if let Some(a) = advertise {
             cmd.args(["--advertise", a]);
         }
+        cmd.args(extra);
         let child = cmd.spawn().expect("starting corelog");
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(&addr).is_err() {
@@ -527,4 +533,162 @@ fn every_codec_keyed_and_sized_workload_round_trips_through_the_broker() {
         "0",
     ]);
     assert_eq!(r["consume"]["msgs"], 20000);
+}
+
+/// `corelog groups describe GROUP`: partition -> (committed, log end, lag).
+fn describe_group(brokers: &str, group: &str) -> std::collections::BTreeMap<i32, (i64, i64, i64)> {
+    let out = Command::new(corelog_bin())
+        .args(["groups", "--bootstrap-server", brokers, "describe", group])
+        .output()
+        .expect("corelog groups describe");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(group) && !l.starts_with("GROUP"))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let num = |i: usize| f[i].parse::<i64>().unwrap_or_else(|_| panic!("{l}"));
+            (num(2) as i32, (num(3), num(4), num(5)))
+        })
+        .collect()
+}
+
+/// Consumer groups: two loadgen consumers in one group read a produced
+/// topic exactly once between them, the group's committed offsets end at
+/// the log end offsets (lag 0), and later runs with the same group read
+/// only what was produced since. Also two concurrent processes sharing a
+/// group, and e2e with a group.
+#[test]
+fn a_consumer_group_consumes_everything_once_and_resumes_from_its_commits() {
+    let _guard = serial();
+    let broker = Broker::start_with(None, &["--set", "group.initial.rebalance.delay.ms=0"]);
+    let addr = broker.addr.as_str();
+    let produce = |n: &str| {
+        let r = loadgen(&[
+            "produce",
+            "--brokers",
+            addr,
+            "--topic",
+            "grp",
+            "--create-partitions",
+            "4",
+            "--acks",
+            "all",
+            "--rate",
+            "max",
+            "--messages",
+            n,
+            "--keys",
+            "1000",
+            "--warmup",
+            "0",
+        ]);
+        assert_eq!(
+            r["produce"]["msgs"].as_u64().unwrap(),
+            n.parse::<u64>().unwrap()
+        );
+    };
+    let consume = |extra: &[&str]| -> u64 {
+        let mut args = vec![
+            "consume",
+            "--brokers",
+            addr,
+            "--topic",
+            "grp",
+            "--group",
+            "g1",
+            "--from",
+            "earliest",
+            "--warmup",
+            "0",
+            "--commit-interval-ms",
+            "200",
+        ];
+        args.extend_from_slice(extra);
+        let r = loadgen(&args);
+        assert!(r["consume"]["errors"].as_object().unwrap().is_empty());
+        r["consume"]["msgs"].as_u64().unwrap()
+    };
+    let assert_lag_zero = |total: i64| {
+        let rows = describe_group(addr, "g1");
+        assert_eq!(rows.len(), 4, "{rows:?}");
+        assert!(
+            rows.values().all(|(c, e, lag)| c == e && *lag == 0),
+            "{rows:?}"
+        );
+        assert_eq!(rows.values().map(|r| r.1).sum::<i64>(), total);
+    };
+
+    produce("20000");
+    assert_eq!(consume(&["--consumers", "2", "--catch-up"]), 20000);
+    assert_lag_zero(20000);
+    // Same group again: nothing old is read.
+    assert_eq!(consume(&["--consumers", "2", "--catch-up"]), 0);
+    assert_eq!(consume(&["--duration", "1"]), 0);
+
+    // New records only; two processes in the group at once share them.
+    produce("10000");
+    let other = thread::spawn({
+        let addr = addr.to_string();
+        move || {
+            let r = loadgen(&[
+                "consume",
+                "--brokers",
+                &addr,
+                "--topic",
+                "grp",
+                "--group",
+                "g1",
+                "--warmup",
+                "0",
+                "--duration",
+                "4",
+                "--commit-interval-ms",
+                "200",
+            ]);
+            r["consume"]["msgs"].as_u64().unwrap()
+        }
+    });
+    let here = consume(&["--duration", "4"]);
+    let there = other.join().unwrap();
+    assert_eq!(here + there, 10000, "{here} + {there}");
+    assert_lag_zero(30000);
+
+    // e2e with a group: every acked message is consumed, and committed.
+    let r = loadgen(&[
+        "e2e",
+        "--brokers",
+        addr,
+        "--topic",
+        "grp-e2e",
+        "--create-partitions",
+        "3",
+        "--acks",
+        "all",
+        "--rate",
+        "3000",
+        "--keys",
+        "100",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--group",
+        "g2",
+        "--consumers",
+        "2",
+    ]);
+    let produced = r["produce"]["msgs"].as_u64().unwrap();
+    assert_eq!(r["consume"]["msgs"].as_u64().unwrap(), produced);
+    let rows = describe_group(addr, "g2");
+    assert_eq!(
+        rows.values().map(|r| r.0).sum::<i64>(),
+        produced as i64,
+        "{rows:?}"
+    );
+    assert!(rows.values().all(|r| r.2 == 0), "{rows:?}");
 }
