@@ -20,18 +20,20 @@ enum Cmd {
     Stop,
 }
 
-fn start() -> (
+type Harness = (
     mpsc::Sender<Cmd>,
     mpsc::Receiver<Duration>,
     std::thread::JoinHandle<()>,
-) {
+);
+
+fn start(spin: Option<Duration>) -> Harness {
     let (cmd_tx, cmd_rx) = mpsc::channel::<Cmd>();
     let (res_tx, res_rx) = mpsc::channel::<Duration>();
     let cmd_rx = Arc::new(Mutex::new(Some(cmd_rx)));
     let res_tx = Arc::new(Mutex::new(Some(res_tx)));
     let handle =
         std::thread::spawn(move || {
-            runtime::start(2, move |shard| {
+            runtime::start_with(2, spin, move |shard| {
                 let cmd_rx = cmd_rx.clone();
                 let res_tx = res_tx.clone();
                 async move {
@@ -71,26 +73,35 @@ fn bench(c: &mut Criterion) {
         eprintln!("cross_shard_hop needs 2 cores; skipped");
         return;
     }
-    let (tx, rx, handle) = start();
-    let mut g = c.benchmark_group("cross_shard_hop");
-    for (name, payload) in [
-        ("empty", None),
-        ("64KiB_bytes", Some(Bytes::from(vec![7u8; 64 * 1024]))),
+    // Idle shards park in io_uring by default; with spin_before_park they
+    // poll briefly first, which is what a busy broker looks like.
+    for (label, spin) in [
+        ("park", None),
+        ("spin50us", Some(Duration::from_micros(50))),
     ] {
-        g.bench_function(name, |b| {
-            b.iter_custom(|n| {
-                tx.send(Cmd::Hops {
-                    n,
-                    payload: payload.clone(),
+        let (tx, rx, handle) = start(spin);
+        let mut g = c.benchmark_group(format!("cross_shard_hop/{label}"));
+        for (name, payload) in [
+            ("empty", None),
+            ("64KiB_bytes", Some(Bytes::from(vec![7u8; 64 * 1024]))),
+        ] {
+            g.bench_function(name, |b| {
+                b.iter_custom(|n| {
+                    tx.send(Cmd::Hops {
+                        n,
+                        payload: payload.clone(),
+                    })
+                    .unwrap();
+                    rx.recv().unwrap()
                 })
-                .unwrap();
-                rx.recv().unwrap()
-            })
-        });
+            });
+        }
+        g.finish();
+        tx.send(Cmd::Stop).unwrap();
+        handle.join().unwrap();
+        // The next runtime needs a fresh shutdown flag.
+        runtime::SHUTDOWN.store(false, std::sync::atomic::Ordering::SeqCst);
     }
-    g.finish();
-    tx.send(Cmd::Stop).unwrap();
-    handle.join().unwrap();
 }
 
 criterion_group! {

@@ -128,7 +128,12 @@ fn serve(cfg: BrokerConfig) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
     let ready = Arc::new(Barrier::new(cfg.cores));
     let shards = cfg.cores;
-    runtime::start(shards, move |shard| {
+    let spin_us: u64 = cfg
+        .prop("corelog.spin.before.park.us")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let spin = (spin_us > 0).then(|| std::time::Duration::from_micros(spin_us));
+    runtime::start_with(shards, spin, move |shard| {
         server::shard_main(shard, cfg.clone(), cluster_id.clone(), ready.clone())
     })?;
     tracing::info!("corelog stopped cleanly");

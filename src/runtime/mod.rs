@@ -88,6 +88,16 @@ where
     F: Fn(ShardId) -> Fut + Send + Clone + 'static,
     Fut: Future<Output = anyhow::Result<()>> + 'static,
 {
+    start_with(shards, None, shard_main)
+}
+
+/// `start`, with `spin` set: an idle shard polls this long before it parks
+/// in io_uring, trading CPU for cross-shard and I/O wake-up latency.
+pub fn start_with<F, Fut>(shards: usize, spin: Option<std::time::Duration>, shard_main: F) -> anyhow::Result<()>
+where
+    F: Fn(ShardId) -> Fut + Send + Clone + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + 'static,
+{
     let builder: MeshBuilder<Job, _> = MeshBuilder::full(shards, limits::mesh_channel_depth_max);
     let cpus = pinnable_cpus(shards);
     let mut handles = Vec::with_capacity(shards);
@@ -98,8 +108,11 @@ where
             Some(c) => Placement::Fixed(c),
             None => Placement::Unbound,
         };
-        let handle = LocalExecutorBuilder::new(placement)
-            .name(&format!("shard-{i}"))
+        let mut exec = LocalExecutorBuilder::new(placement).name(&format!("shard-{i}"));
+        if let Some(spin) = spin {
+            exec = exec.spin_before_park(spin);
+        }
+        let handle = exec
             .spawn(move || async move {
                 let (senders, receivers) = builder
                     .join()
