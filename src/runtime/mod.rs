@@ -93,7 +93,11 @@ where
 
 /// `start`, with `spin` set: an idle shard polls this long before it parks
 /// in io_uring, trading CPU for cross-shard and I/O wake-up latency.
-pub fn start_with<F, Fut>(shards: usize, spin: Option<std::time::Duration>, shard_main: F) -> anyhow::Result<()>
+pub fn start_with<F, Fut>(
+    shards: usize,
+    spin: Option<std::time::Duration>,
+    shard_main: F,
+) -> anyhow::Result<()>
 where
     F: Fn(ShardId) -> Fut + Send + Clone + 'static,
     Fut: Future<Output = anyhow::Result<()>> + 'static,
