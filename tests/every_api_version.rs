@@ -304,3 +304,40 @@ fn every_advertised_version_answers_in_its_own_format() {
     });
     assert!(covered > 60, "covered only {covered} api versions");
 }
+
+/// kafka-python asks for "all configs" with an empty key list, others with
+/// null: both must return every topic config.
+#[test]
+fn describe_configs_with_an_empty_key_list_returns_every_config() {
+    let b = Broker::start(&[]);
+    let mut c = b.client();
+    assert_eq!(
+        c.create_topic("cfg", 1, 1, &[("retention.ms", "1234")]),
+        code::NONE
+    );
+    for keys in [None, Some(vec![])] {
+        let r = c.call(
+            4,
+            &DescribeConfigsRequest::default().with_resources(vec![
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("cfg"))
+                    .with_configuration_keys(keys.clone()),
+            ]),
+        );
+        let configs = &r.results[0].configs;
+        assert!(
+            configs.len() > 5,
+            "keys {keys:?}: {} configs",
+            configs.len()
+        );
+        let retention = configs
+            .iter()
+            .find(|e| e.name.as_str() == "retention.ms")
+            .unwrap();
+        assert_eq!(
+            retention.value.as_ref().map(|v| v.to_string()).as_deref(),
+            Some("1234")
+        );
+    }
+}

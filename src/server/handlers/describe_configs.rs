@@ -23,10 +23,11 @@ pub async fn handle(frame: &RequestFrame, req: DescribeConfigsRequest) -> anyhow
     let mut results = Vec::with_capacity(req.resources.len());
     for r in &req.resources {
         let name = r.resource_name.to_string();
+        // Null or an empty key list both mean every config.
         let wanted = |k: &str| {
             r.configuration_keys
                 .as_ref()
-                .is_none_or(|ks| ks.iter().any(|x| x.as_str() == k))
+                .is_none_or(|ks| ks.is_empty() || ks.iter().any(|x| x.as_str() == k))
         };
         let out = DescribeConfigsResult::default()
             .with_resource_type(r.resource_type)
