@@ -245,6 +245,13 @@ impl Group {
             self.leader = self.members.keys().next().cloned();
         }
         self.set_state(GroupState::CompletingRebalance, now_ms);
+        tracing::info!(
+            group = %self.id,
+            generation = self.generation,
+            members = self.members.len(),
+            protocol = self.protocol.as_deref().unwrap_or(""),
+            "rebalance completed join phase"
+        );
         let protocol = self.protocol.clone().expect("selected");
         let leader = self.leader.clone().expect("chosen");
         let roster: Vec<(String, Option<String>, Bytes)> = self
