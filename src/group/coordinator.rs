@@ -107,7 +107,6 @@ pub struct GroupCoordinator {
     config: GroupConfig,
     groups: RefCell<HashMap<String, Group>>,
     logs: RefCell<HashMap<i32, Rc<PartitionLog>>>,
-    next_member: std::cell::Cell<u64>,
 }
 
 thread_local! {
@@ -137,16 +136,7 @@ fn roster(g: &Group) -> Vec<(String, Option<String>, Bytes)> {
 }
 
 fn err_join(code: i16, member_id: &str) -> JoinResult {
-    JoinResult {
-        skip_assignment: false,
-        error: code,
-        generation: -1,
-        protocol_type: None,
-        protocol: None,
-        leader: String::new(),
-        member_id: member_id.to_string(),
-        members: Vec::new(),
-    }
+    JoinResult::error(code, member_id)
 }
 
 /// Records to append: key and value (None is a tombstone).
@@ -163,7 +153,6 @@ impl GroupCoordinator {
             config,
             groups: RefCell::new(HashMap::new()),
             logs: RefCell::new(HashMap::new()),
-            next_member: std::cell::Cell::new(0),
         });
         COORDINATOR.with(|slot| *slot.borrow_mut() = Some(c.clone()));
         c
@@ -174,8 +163,6 @@ impl GroupCoordinator {
     }
 
     fn new_member_id(&self, client_id: &str) -> String {
-        let n = self.next_member.get() + 1;
-        self.next_member.set(n);
         format!("{client_id}-{}", uuid::Uuid::new_v4())
     }
 

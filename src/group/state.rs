@@ -46,6 +46,22 @@ pub struct JoinResult {
     pub skip_assignment: bool,
 }
 
+impl JoinResult {
+    /// A JoinGroup answer carrying only an error code.
+    pub fn error(code: i16, member_id: &str) -> Self {
+        Self {
+            error: code,
+            generation: -1,
+            protocol_type: None,
+            protocol: None,
+            leader: String::new(),
+            member_id: member_id.to_string(),
+            members: Vec::new(),
+            skip_assignment: false,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct SyncResult {
     pub error: i16,
@@ -311,16 +327,7 @@ impl Group {
             }
         }
         if let Some(w) = m.join_waiter.take() {
-            let _ = w.send(JoinResult {
-                error: UNKNOWN_MEMBER_ID,
-                generation: -1,
-                protocol_type: None,
-                protocol: None,
-                leader: String::new(),
-                member_id: id.to_string(),
-                members: Vec::new(),
-                skip_assignment: false,
-            });
+            let _ = w.send(JoinResult::error(UNKNOWN_MEMBER_ID, id));
         }
         if let Some(w) = m.sync_waiter.take() {
             let _ = w.send(SyncResult {

@@ -9,7 +9,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use futures::channel::oneshot;
 use glommio::channels::channel_mesh::{MeshBuilder, Senders};
@@ -172,6 +171,3 @@ fn pinnable_cpus(shards: usize) -> Vec<Option<usize>> {
 pub fn request_shutdown() {
     SHUTDOWN.store(true, Ordering::SeqCst);
 }
-
-/// A shared flag type the server can poll.
-pub type ShutdownFlag = Arc<AtomicBool>;

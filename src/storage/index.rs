@@ -96,6 +96,11 @@ impl TimeIndex {
         }
     }
 
+    /// The greatest timestamp indexed (entries only grow).
+    pub fn last_timestamp(&self) -> Option<i64> {
+        self.entries.last().map(|&(t, _)| t)
+    }
+
     pub fn truncate_to_rel(&mut self, rel: u32) {
         self.entries.retain(|&(_, r)| r < rel);
     }

@@ -168,16 +168,8 @@ impl Segment {
         if let Some(b) = last {
             self.next_offset = b.last_offset + 1;
         }
-        self.max_timestamp = self.time_index_max().unwrap_or(-1);
+        self.max_timestamp = self.time_index.last_timestamp().unwrap_or(-1);
         true
-    }
-
-    fn time_index_max(&self) -> Option<i64> {
-        let bytes = self.time_index.to_bytes();
-        bytes
-            .chunks_exact(12)
-            .last()
-            .map(|e| i64::from_be_bytes(e[0..8].try_into().expect("8 bytes")))
     }
 
     /// Records a batch now present at `b.pos` in the indexes and counters.
@@ -251,14 +243,9 @@ impl Segment {
     }
 
     pub fn persist_indexes(&self) -> std::io::Result<()> {
-        file::write_atomic(
-            &index_path(&self.dir, self.base_offset),
-            &self.index.to_bytes(),
-        )?;
-        file::write_atomic(
-            &timeindex_path(&self.dir, self.base_offset),
-            &self.time_index.to_bytes(),
-        )
+        self.index_files()
+            .iter()
+            .try_for_each(|(path, bytes)| file::write_atomic(path, bytes))
     }
 
     pub fn delete_files(&self) -> std::io::Result<()> {
