@@ -67,3 +67,37 @@ def pytest_runtest_makereport(item, call):
             rep.sections.append(
                 (f"corelog stderr tail [{b.bootstrap}] {b.log_path}", b.log_tail(60))
             )
+
+
+# --------------------------------------------------------------------------- 3-node cluster
+
+
+@pytest.fixture
+def cluster_factory(request, tmp_path):
+    """make_cluster(settings={...}, n=3): a started corelog cluster (cluster.py).
+    Teardown SIGTERMs every live node at once and requires exit 0; a node that
+    died without the test killing it is an error too."""
+    from cluster import Cluster
+
+    nodes: list = []
+    request.node._corelog_brokers = nodes  # log tails on failure (hook below)
+    clusters: list = []
+
+    def make(settings: dict | None = None, n: int = 3) -> Cluster:
+        c = Cluster(tmp_path / f"cluster{len(clusters)}", n=n, settings=settings, registry=nodes)
+        clusters.append(c)
+        c.start()
+        return c
+
+    yield make
+
+    errors = []
+    for c in clusters:
+        errors += c.stop_all()
+    assert not errors, "\n\n".join(errors)
+
+
+@pytest.fixture
+def cluster(cluster_factory):
+    """Three broker+controller nodes with test-speed timeouts (cluster.FAST_SETTINGS)."""
+    return cluster_factory()
