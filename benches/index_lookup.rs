@@ -132,7 +132,7 @@ fn read_log(c: &mut Criterion) {
             let mut i = 0;
             b.iter(|| {
                 i = (i + 1) & (LOOKUP_KEYS_COUNT - 1);
-                let slice = log.read(black_box(offsets[i]), FETCH_PARTITION_BYTES_MAX);
+                let slice = log.read(black_box(offsets[i]), FETCH_PARTITION_BYTES_MAX, end);
                 slice.expect("read").expect("batch there")
             })
         });
@@ -140,7 +140,7 @@ fn read_log(c: &mut Criterion) {
         let tail = end - 1;
         group.bench_function(BenchmarkId::new("tail_offset", &label), |b| {
             b.iter(|| {
-                let slice = log.read(black_box(tail), FETCH_PARTITION_BYTES_MAX);
+                let slice = log.read(black_box(tail), FETCH_PARTITION_BYTES_MAX, end);
                 slice.expect("read").expect("batch there")
             })
         });

@@ -182,7 +182,10 @@ impl GroupCoordinator {
         let end = log.high_watermark();
         let mut applied = 0usize;
         while offset < end {
-            let Some(slice) = log.read(offset, 1 << 20).map_err(|e| e.to_string())? else {
+            let Some(slice) = log
+                .read(offset, 1 << 20, log.log_end_offset())
+                .map_err(|e| e.to_string())?
+            else {
                 break;
             };
             let mut buf = vec![0u8; slice.len as usize];

@@ -23,8 +23,13 @@ use crate::io::{self, file};
 use crate::model::{batch_layout, limits, TopicPartition};
 use crate::protocol::batch::{batch_crc, BatchSpan};
 
+use super::epoch_cache::LeaderEpochCache;
 use super::producer_state::{self, BatchSeq, ProducerStates, SeqCheck};
 use super::segment::{self, Segment};
+
+mod replica;
+#[cfg(test)]
+mod tests;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
@@ -37,6 +42,10 @@ pub enum StorageError {
     /// An idempotent producer's batch refused with this Kafka error code.
     #[error("producer batch refused with error {0}")]
     Producer(i16),
+    /// A replica append that does not start at the follower's log end
+    /// (its log diverged from the leader's or a fetch raced a truncation).
+    #[error("replica append at offset {got} does not follow the log end offset {expected}")]
+    NonContiguous { expected: i64, got: i64 },
 }
 
 impl From<std::io::Error> for StorageError {
@@ -66,7 +75,23 @@ pub struct ReadSlice {
 struct PendingAppend {
     records: Bytes,
     spans: Vec<BatchSpan>,
+    /// A follower's copy of the leader's batches: written byte for byte,
+    /// keeping their offsets and leader epochs (see `append_replica`).
+    verbatim: bool,
     reply: oneshot::Sender<Result<Appended, StorageError>>,
+}
+
+/// The bytes and bookkeeping of one group write, built before the write.
+struct Staging {
+    buf: Vec<u8>,
+    notes: Vec<segment::BatchAt>,
+    /// Where `buf` lands in the active segment.
+    start_pos: u64,
+    /// The next offset after what is staged.
+    offset: i64,
+    messages: i64,
+    /// Leader epochs that start in this group (replica appends only).
+    new_epochs: Vec<(i32, i64)>,
 }
 
 pub struct PartitionLog {
@@ -77,10 +102,20 @@ pub struct PartitionLog {
     log_start_offset: Cell<i64>,
     /// Next offset to assign (the log end offset once writes land).
     next_offset: Cell<i64>,
-    /// Offsets below this are written and visible to readers.
+    /// Offsets below this are written and visible to readers: the log end
+    /// offset (LEO).
     visible_end: Cell<i64>,
+    /// Offsets below this are replicated to the ISR, the end consumers see.
+    /// Follows `visible_end` while `hw_managed` is false (one replica).
+    high_watermark: Cell<i64>,
+    /// Set by replication: the high watermark moves only by
+    /// `set_high_watermark` (and down by truncation).
+    hw_managed: Cell<bool>,
+    /// Which leader epoch started at which offset (`leader-epoch-checkpoint`).
+    epochs: RefCell<LeaderEpochCache>,
     /// Offsets below this are fsynced.
     durable_end: Cell<i64>,
+    /// The epoch stamped on leader appends.
     leader_epoch: Cell<i32>,
     queue: RefCell<VecDeque<PendingAppend>>,
     draining: Cell<bool>,
@@ -100,6 +135,8 @@ pub struct PartitionLog {
 const RECOVERY_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
 const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
 const PRODUCER_CHECKPOINT: &str = "producer-state-checkpoint";
+const REPLICATION_CHECKPOINT: &str = "replication-offset-checkpoint";
+const EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
 
 impl PartitionLog {
     /// Opens or creates the partition in `dir`, recovering every segment
@@ -151,6 +188,12 @@ impl PartitionLog {
             .clamp(first_base, end.max(first_base));
         let end = end.max(segments.last().expect("one segment").base_offset);
         let producers = rebuild_producers(dir, &segments)?;
+        let (epochs, epochs_rebuilt) = load_epochs(dir, &segments, end)?;
+        // Until replication assigns one, keep stamping the last epoch seen.
+        let stamp_epoch = epochs.latest_epoch().unwrap_or(0);
+        let high_watermark = read_checkpoint(&dir.join(REPLICATION_CHECKPOINT))
+            .map_or(end, |hw| hw.min(end))
+            .max(start);
         let log = Rc::new(Self {
             tp,
             dir: dir.to_path_buf(),
@@ -159,8 +202,11 @@ impl PartitionLog {
             log_start_offset: Cell::new(start),
             next_offset: Cell::new(end),
             visible_end: Cell::new(end),
+            high_watermark: Cell::new(high_watermark),
+            hw_managed: Cell::new(false),
+            epochs: RefCell::new(epochs),
             durable_end: Cell::new(end),
-            leader_epoch: Cell::new(0),
+            leader_epoch: Cell::new(stamp_epoch),
             queue: RefCell::new(VecDeque::new()),
             draining: Cell::new(false),
             syncing: Cell::new(false),
@@ -174,6 +220,9 @@ impl PartitionLog {
             unsynced_sealed: RefCell::new(Vec::new()),
         });
         log.write_checkpoints()?;
+        if epochs_rebuilt {
+            log.persist_epochs()?;
+        }
         Ok(log)
     }
 
@@ -186,9 +235,46 @@ impl PartitionLog {
     pub fn log_start_offset(&self) -> i64 {
         self.log_start_offset.get()
     }
-    /// The log end offset visible to readers (the high watermark on one node).
-    pub fn high_watermark(&self) -> i64 {
+    /// The log end offset (LEO): everything below is written and readable
+    /// by followers.
+    pub fn log_end_offset(&self) -> i64 {
         self.visible_end.get()
+    }
+    /// The end consumers may read to. Equal to the log end offset unless
+    /// replication manages it (`set_hw_managed`).
+    pub fn high_watermark(&self) -> i64 {
+        if self.hw_managed.get() {
+            self.high_watermark.get()
+        } else {
+            self.visible_end.get()
+        }
+    }
+    /// Hands the high watermark to replication (true) or back to the log
+    /// end offset (false, one replica). Managing starts from the value
+    /// restored from `replication-offset-checkpoint` at open when no append
+    /// came since, else from the log end offset reached.
+    pub fn set_hw_managed(&self, managed: bool) {
+        self.hw_managed.set(managed);
+        if !managed {
+            self.follow_log_end();
+        }
+    }
+    /// Advances the high watermark, clamped to [log start, LEO]. Never moves
+    /// it back (only truncation does); wakes long-poll and acks=all waiters
+    /// when it moves.
+    pub fn set_high_watermark(&self, hw: i64) {
+        let hw = hw.clamp(self.log_start_offset.get(), self.visible_end.get());
+        if hw > self.high_watermark.get() {
+            self.high_watermark.set(hw);
+            self.wake_readers();
+        }
+    }
+    /// Called whenever `visible_end` moves: one replica's high watermark is
+    /// its log end offset.
+    fn follow_log_end(&self) {
+        if !self.hw_managed.get() {
+            self.high_watermark.set(self.visible_end.get());
+        }
     }
     pub fn durable_end(&self) -> i64 {
         self.durable_end.get()
@@ -213,18 +299,24 @@ impl PartitionLog {
             return Err(StorageError::Poisoned(why));
         }
         let (tx, rx) = oneshot::channel();
-        self.queue.borrow_mut().push_back(PendingAppend {
+        self.enqueue(PendingAppend {
             records,
             spans,
+            verbatim: false,
             reply: tx,
         });
+        rx.await
+            .unwrap_or_else(|_| Err(StorageError::Io("append dropped".into())))
+    }
+
+    /// Queues an append for the single drain task, starting it if idle.
+    fn enqueue(self: &Rc<Self>, p: PendingAppend) {
+        self.queue.borrow_mut().push_back(p);
         if !self.draining.get() {
             self.draining.set(true);
             let me = self.clone();
             io::spawn_detached(async move { me.drain().await });
         }
-        rx.await
-            .unwrap_or_else(|_| Err(StorageError::Io("append dropped".into())))
     }
 
     async fn drain(self: Rc<Self>) {
@@ -270,87 +362,33 @@ impl PartitionLog {
             return;
         }
         let config = self.config();
-        let now = io::now_ms();
-        let epoch = self.leader_epoch.get();
-        let mut buf = Vec::with_capacity(total);
+        let mut st = Staging {
+            buf: Vec::with_capacity(total),
+            notes: Vec::new(),
+            start_pos: self.segments.borrow().last().expect("active").size,
+            offset: self.next_offset.get(),
+            messages: 0,
+            new_epochs: Vec::new(),
+        };
         let mut results = Vec::with_capacity(group.len());
-        let mut notes = Vec::new();
-        let start_pos = self.segments.borrow().last().expect("active").size;
-        let mut offset = self.next_offset.get();
-        let mut messages = 0i64;
         for p in &group {
-            if let Some(verdict) = self.check_producer(p) {
-                results.push(verdict);
-                continue;
-            }
-            let first = offset;
-            for span in &p.spans {
-                let at = buf.len();
-                buf.extend_from_slice(&p.records[span.start..span.start + span.len]);
-                let b = &mut buf[at..at + span.len];
-                b[batch_layout::base_offset..batch_layout::base_offset + 8]
-                    .copy_from_slice(&offset.to_be_bytes());
-                b[batch_layout::partition_leader_epoch..batch_layout::partition_leader_epoch + 4]
-                    .copy_from_slice(&epoch.to_be_bytes());
-                let mut max_ts = span.max_timestamp;
-                if config.message_timestamp_type == TimestampType::LogAppendTime {
-                    let attrs = i16::from_be_bytes([
-                        b[batch_layout::attributes],
-                        b[batch_layout::attributes + 1],
-                    ]) | 0x08;
-                    b[batch_layout::attributes..batch_layout::attributes + 2]
-                        .copy_from_slice(&attrs.to_be_bytes());
-                    b[batch_layout::max_timestamp..batch_layout::max_timestamp + 8]
-                        .copy_from_slice(&now.to_be_bytes());
-                    let crc = batch_crc(b);
-                    b[batch_layout::crc..batch_layout::crc + 4].copy_from_slice(&crc.to_be_bytes());
-                    max_ts = now;
-                }
-                let last = offset + i64::from(span.last_offset_delta);
-                let header = crate::model::BatchHeader::new(b).expect("validated batch");
-                if header.producer_id() >= 0 {
-                    let first_seq = header.base_sequence();
-                    self.producers.borrow_mut().record(
-                        header.producer_id(),
-                        header.producer_epoch(),
-                        BatchSeq {
-                            first_seq,
-                            last_seq: producer_state::next_seq(first_seq, span.last_offset_delta),
-                            base_offset: offset,
-                            last_offset: last,
-                        },
-                    );
-                }
-                notes.push(segment::BatchAt {
-                    pos: start_pos + at as u64,
-                    base_offset: offset,
-                    last_offset: last,
-                    len: span.len as u64,
-                    max_timestamp: max_ts,
-                    producer_id: header.producer_id(),
-                    producer_epoch: header.producer_epoch(),
-                    base_sequence: header.base_sequence(),
-                });
-                messages += i64::from(span.records);
-                offset = last + 1;
-            }
-            results.push(Ok(Appended {
-                base_offset: first,
-                last_offset: offset - 1,
-                log_append_time: if config.message_timestamp_type == TimestampType::LogAppendTime {
-                    now
-                } else {
-                    -1
-                },
-            }));
+            let result = if p.verbatim {
+                self.stage_verbatim(p, &mut st)
+            } else if let Some(verdict) = self.check_producer(p) {
+                verdict
+            } else {
+                Ok(self.stage_leader(p, &config, &mut st))
+            };
+            results.push(result);
         }
+        let offset = st.offset;
         self.next_offset.set(offset);
         let write = {
             let segs = self.segments.borrow();
             let active = segs.last().expect("active segment");
             active.writer.clone().expect("active segment has a writer")
         };
-        let result = write.write_all_at(buf, start_pos).await;
+        let result = write.write_all_at(st.buf, st.start_pos).await;
         if let Err(e) = result {
             self.poison(format!("append write failed: {e}"));
             self.next_offset.set(self.visible_end.get());
@@ -362,20 +400,95 @@ impl PartitionLog {
         {
             let mut segs = self.segments.borrow_mut();
             let active = segs.last_mut().expect("active segment");
-            for n in &notes {
+            for n in &st.notes {
                 active.note_batch(n);
             }
         }
         self.visible_end.set(offset);
+        self.follow_log_end();
+        self.record_epochs(&st.new_epochs).await;
         self.wake_readers();
         for (p, r) in group.into_iter().zip(results) {
             let _ = p.reply.send(r);
         }
         self.messages_since_flush
-            .set(self.messages_since_flush.get() + messages);
+            .set(self.messages_since_flush.get() + st.messages);
         if self.messages_since_flush.get() >= config.flush_messages {
             let _ = self.sync_to(offset).await;
         }
+    }
+
+    /// Copies a producer's batches into the write buffer, assigning offsets
+    /// and stamping the leader epoch (and LogAppendTime when configured).
+    fn stage_leader(&self, p: &PendingAppend, config: &TopicConfig, st: &mut Staging) -> Appended {
+        let now = io::now_ms();
+        let epoch = self.leader_epoch.get();
+        let append_time = config.message_timestamp_type == TimestampType::LogAppendTime;
+        let first = st.offset;
+        for span in &p.spans {
+            let offset = st.offset;
+            let at = st.buf.len();
+            st.buf
+                .extend_from_slice(&p.records[span.start..span.start + span.len]);
+            let b = &mut st.buf[at..at + span.len];
+            b[batch_layout::base_offset..batch_layout::base_offset + 8]
+                .copy_from_slice(&offset.to_be_bytes());
+            b[batch_layout::partition_leader_epoch..batch_layout::partition_leader_epoch + 4]
+                .copy_from_slice(&epoch.to_be_bytes());
+            let mut max_ts = span.max_timestamp;
+            if append_time {
+                let attrs = i16::from_be_bytes([
+                    b[batch_layout::attributes],
+                    b[batch_layout::attributes + 1],
+                ]) | 0x08;
+                b[batch_layout::attributes..batch_layout::attributes + 2]
+                    .copy_from_slice(&attrs.to_be_bytes());
+                b[batch_layout::max_timestamp..batch_layout::max_timestamp + 8]
+                    .copy_from_slice(&now.to_be_bytes());
+                let crc = batch_crc(b);
+                b[batch_layout::crc..batch_layout::crc + 4].copy_from_slice(&crc.to_be_bytes());
+                max_ts = now;
+            }
+            let last = offset + i64::from(span.last_offset_delta);
+            let header = crate::model::BatchHeader::new(b).expect("validated batch");
+            self.record_producer(&header, offset, last);
+            st.notes.push(segment::BatchAt {
+                pos: st.start_pos + at as u64,
+                base_offset: offset,
+                last_offset: last,
+                len: span.len as u64,
+                max_timestamp: max_ts,
+                producer_id: header.producer_id(),
+                producer_epoch: header.producer_epoch(),
+                base_sequence: header.base_sequence(),
+                leader_epoch: epoch,
+            });
+            st.messages += i64::from(span.records);
+            st.offset = last + 1;
+        }
+        Appended {
+            base_offset: first,
+            last_offset: st.offset - 1,
+            log_append_time: if append_time { now } else { -1 },
+        }
+    }
+
+    /// Remembers an idempotent producer's batch for duplicate detection.
+    fn record_producer(&self, header: &crate::model::BatchHeader, base: i64, last: i64) {
+        if header.producer_id() < 0 {
+            return;
+        }
+        let first_seq = header.base_sequence();
+        self.producers.borrow_mut().record(
+            header.producer_id(),
+            header.producer_epoch(),
+            BatchSeq {
+                first_seq,
+                last_seq: producer_state::next_seq(first_seq, header.last_offset_delta()),
+                base_offset: base,
+                last_offset: last,
+            },
+        );
     }
 
     /// For an idempotent producer's batch: `None` to append it, or the answer
@@ -517,6 +630,8 @@ impl PartitionLog {
             self.syncing.set(false);
             match result {
                 Ok(()) => {
+                    // A truncation during the fsync may have cut the log below `target`.
+                    let target = target.min(self.visible_end.get());
                     if target > self.durable_end.get() {
                         self.durable_end.set(target);
                     }
@@ -562,14 +677,22 @@ impl PartitionLog {
     }
 
     /// Reads from `offset`: at least the whole first batch, then up to
-    /// `max_bytes` within that segment. Empty at the log end.
-    pub fn read(&self, offset: i64, max_bytes: u32) -> Result<Option<ReadSlice>, StorageError> {
+    /// `max_bytes` within that segment, never a batch at or past `up_to`
+    /// (consumers pass the high watermark, followers the log end offset).
+    /// Empty at or past `up_to`; out of range only outside [log start, LEO].
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: u32,
+        up_to: i64,
+    ) -> Result<Option<ReadSlice>, StorageError> {
         let start = self.log_start_offset.get();
         let end = self.visible_end.get();
         if offset < start || offset > end {
             return Err(StorageError::OffsetOutOfRange { offset, start, end });
         }
-        if offset == end {
+        let up_to = up_to.min(end);
+        if offset >= up_to {
             return Ok(None);
         }
         let segs = self.segments.borrow();
@@ -580,15 +703,26 @@ impl PartitionLog {
             if seg.next_offset <= offset {
                 continue;
             }
-            if let Some(b) = seg.find(offset)? {
-                let room = seg.size - b.pos;
-                let len = room.min(u64::from(max_bytes)).max(b.len);
-                return Ok(Some(ReadSlice {
-                    file: seg.reader.clone(),
-                    pos: b.pos,
-                    len: len as u32,
-                }));
+            let Some(b) = seg.find(offset)? else {
+                continue;
+            };
+            if b.base_offset >= up_to {
+                return Ok(None);
             }
+            // Batches are whole: cut at the start of the batch holding
+            // `up_to`, but never inside the first one.
+            let limit = if up_to < seg.next_offset {
+                seg.find(up_to)?.map_or(seg.size, |c| c.pos)
+            } else {
+                seg.size
+            };
+            let room = limit.saturating_sub(b.pos);
+            let len = room.min(u64::from(max_bytes)).max(b.len);
+            return Ok(Some(ReadSlice {
+                file: seg.reader.clone(),
+                pos: b.pos,
+                len: len as u32,
+            }));
         }
         Ok(None)
     }
@@ -773,7 +907,35 @@ impl PartitionLog {
                 self.dir.join(LOG_START_CHECKPOINT),
                 checkpoint(self.log_start_offset.get()),
             ),
+            (
+                self.dir.join(REPLICATION_CHECKPOINT),
+                checkpoint(self.high_watermark.get()),
+            ),
         ]
+    }
+
+    /// Writes `leader-epoch-checkpoint` atomically.
+    fn persist_epochs(&self) -> std::io::Result<()> {
+        let text = self.epochs.borrow().to_text();
+        file::write_atomic(&self.dir.join(EPOCH_CHECKPOINT), text.as_bytes())
+    }
+
+    /// Adds the epochs a replica append brought and persists them, off the
+    /// shard (leader changes are rare, so this is almost always a no-op).
+    async fn record_epochs(&self, new_epochs: &[(i32, i64)]) {
+        let mut changed = false;
+        for &(epoch, start) in new_epochs {
+            changed |= self.epochs.borrow_mut().assign(epoch, start);
+        }
+        if !changed {
+            return;
+        }
+        let path = self.dir.join(EPOCH_CHECKPOINT);
+        let text = self.epochs.borrow().to_text();
+        let written = io::blocking(move || file::write_atomic(&path, text.as_bytes())).await;
+        if let Err(e) = written {
+            self.poison(format!("writing leader-epoch-checkpoint failed: {e}"));
+        }
     }
 
     /// Writes the recovery point (what is fsynced) and the log start offset.
@@ -814,6 +976,39 @@ fn read_checkpoint(path: &Path) -> Option<i64> {
         return None;
     }
     lines.next()?.rsplit(' ').next()?.parse().ok()
+}
+
+/// The leader epoch cache from its checkpoint, else rebuilt from the batch
+/// headers of every segment (true when rebuilt, so the caller persists it).
+fn load_epochs(
+    dir: &Path,
+    segments: &[Segment],
+    log_end: i64,
+) -> std::io::Result<(LeaderEpochCache, bool)> {
+    let saved = std::fs::read_to_string(dir.join(EPOCH_CHECKPOINT))
+        .ok()
+        .and_then(|t| LeaderEpochCache::from_text(&t));
+    if let Some(mut cache) = saved {
+        // Recovery may have cut the log below entries written before a crash.
+        let cut = cache.truncate_past(log_end);
+        return Ok((cache, cut));
+    }
+    let mut cache = LeaderEpochCache::default();
+    for seg in segments {
+        let mut pos = 0;
+        while pos < seg.size {
+            let Some(b) = segment::scan_batch(&seg.reader, pos, seg.size, false, seg.base_offset)?
+            else {
+                break;
+            };
+            if b.leader_epoch >= 0 {
+                cache.assign(b.leader_epoch, b.base_offset);
+            }
+            pos += b.len;
+        }
+    }
+    let rebuilt = !cache.is_empty();
+    Ok((cache, rebuilt))
 }
 
 /// Producer state from the snapshot (when present) plus every batch after it.

@@ -4,6 +4,7 @@
 //! byte spans.
 
 pub mod compact;
+pub mod epoch_cache;
 pub mod index;
 pub mod log;
 pub mod producer_state;

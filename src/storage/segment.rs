@@ -34,6 +34,7 @@ pub struct BatchAt {
     pub producer_id: i64,
     pub producer_epoch: i16,
     pub base_sequence: i32,
+    pub leader_epoch: i32,
 }
 
 pub struct Segment {
@@ -311,5 +312,6 @@ pub fn scan_batch(
         producer_id: h.producer_id(),
         producer_epoch: h.producer_epoch(),
         base_sequence: h.base_sequence(),
+        leader_epoch: h.partition_leader_epoch(),
     }))
 }

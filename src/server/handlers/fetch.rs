@@ -160,7 +160,7 @@ fn read_local(tp: &TopicPartition, offset: i64, max_bytes: u32) -> Result<Got, P
         .ok_or(PartitionError::UnknownTopicOrPartition)?;
     let high_watermark = log.high_watermark();
     let log_start = log.log_start_offset();
-    match log.read(offset, max_bytes) {
+    match log.read(offset, max_bytes, high_watermark) {
         Ok(slice) => Ok(Got {
             error: 0,
             high_watermark,

@@ -145,6 +145,9 @@ pub fn error_code(e: &PartitionError) -> i16 {
         }
         PartitionError::Storage(StorageError::Io(_)) => ResponseError::KafkaStorageError.code(),
         PartitionError::Storage(StorageError::Producer(code)) => *code,
+        PartitionError::Storage(StorageError::NonContiguous { .. }) => {
+            ResponseError::KafkaStorageError.code()
+        }
         PartitionError::ShardGone => ResponseError::NotLeaderOrFollower.code(),
     }
 }
