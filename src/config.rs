@@ -26,6 +26,7 @@ pub struct TopicConfig {
     pub flush_on_ack_all: bool,
     pub compression_type: String,
     pub min_insync_replicas: i32,
+    pub unclean_leader_election: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +50,7 @@ pub const TOPIC_PROPERTIES: &[(&str, &str)] = &[
     ("flush.on.ack.all", "log.flush.on.ack.all"),
     ("compression.type", "compression.type"),
     ("min.insync.replicas", "min.insync.replicas"),
+    ("unclean.leader.election.enable", "unclean.leader.election.enable"),
 ];
 
 /// Broker properties with their defaults (Kafka's where Kafka has one).
@@ -73,6 +75,18 @@ const BROKER_DEFAULTS: &[(&str, &str)] = &[
     ("log.index.interval.bytes", "4096"),
     ("compression.type", "producer"),
     ("min.insync.replicas", "1"),
+    ("unclean.leader.election.enable", "false"),
+    ("replica.lag.time.max.ms", "30000"),
+    ("replica.fetch.wait.max.ms", "500"),
+    ("replica.fetch.max.bytes", "1048576"),
+    ("replica.fetch.response.max.bytes", "10485760"),
+    ("replica.fetch.backoff.ms", "1000"),
+    ("offsets.topic.replication.factor", "3"),
+    ("broker.heartbeat.interval.ms", "2000"),
+    ("broker.session.timeout.ms", "9000"),
+    ("controller.quorum.election.timeout.ms", "1000"),
+    ("auto.leader.rebalance.enable", "true"),
+    ("leader.imbalance.check.interval.seconds", "300"),
     ("max.connections", "10000"),
     ("connections.max.idle.ms", "600000"),
     // corelog: microseconds an idle shard polls before parking in io_uring
@@ -279,6 +293,11 @@ pub fn topic_config(
         flush_on_ack_all,
         compression_type: get("compression.type")?,
         min_insync_replicas: num("min.insync.replicas")? as i32,
+        unclean_leader_election: match get("unclean.leader.election.enable")?.as_str() {
+            "true" => true,
+            "false" => false,
+            other => bail!("unclean.leader.election.enable: {other:?} is not true or false"),
+        },
     })
 }
 

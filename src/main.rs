@@ -8,6 +8,7 @@ use std::sync::{Arc, Barrier};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use corelog::cluster::controller::{ControllerClient, ControllerConfig};
 use corelog::config::BrokerConfig;
 use corelog::{runtime, server};
 
@@ -47,6 +48,19 @@ enum Command {
         /// Override one property: --set log.segment.bytes=1048576
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// This node's id (Kafka's node.id / broker.id).
+        #[arg(long)]
+        node_id: Option<i32>,
+        /// Address the controller quorum listens on (with --controller-voters).
+        #[arg(long)]
+        controller_listen: Option<SocketAddr>,
+        /// The controller quorum: 1@127.0.0.1:9093,2@127.0.0.1:9193,...
+        /// Without it the node is a complete one-node cluster.
+        #[arg(long)]
+        controller_voters: Option<String>,
+        /// broker, controller, or broker,controller.
+        #[arg(long, default_value = "broker,controller")]
+        roles: String,
     },
     /// Consumer groups of a running broker: members, offsets, lag.
     Groups {
@@ -90,10 +104,26 @@ fn main() -> anyhow::Result<()> {
             cores,
             config,
             set,
+            node_id,
+            controller_listen,
+            controller_voters,
+            roles,
         } => {
+            let mut set = set;
+            if let Some(id) = node_id {
+                set.push(format!("broker.id={id}"));
+            }
+            if controller_voters.is_none() {
+                set.push("corelog.single.node=true".into());
+            }
             let cfg =
                 BrokerConfig::load(listen, advertise, data_dir, cores, config.as_deref(), &set)?;
-            serve(cfg)
+            let roles = Roles::parse(&roles)?;
+            let voters = controller_voters
+                .as_deref()
+                .map(parse_voters)
+                .transpose()?;
+            serve(cfg, roles, voters, controller_listen)
         }
         Command::Groups {
             bootstrap_server,
@@ -111,11 +141,58 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn serve(cfg: BrokerConfig) -> anyhow::Result<()> {
+struct Roles {
+    broker: bool,
+    controller: bool,
+}
+
+impl Roles {
+    fn parse(s: &str) -> anyhow::Result<Self> {
+        let mut r = Roles {
+            broker: false,
+            controller: false,
+        };
+        for part in s.split(',').map(str::trim) {
+            match part {
+                "broker" => r.broker = true,
+                "controller" => r.controller = true,
+                other => anyhow::bail!("--roles: unknown role {other:?} (broker, controller)"),
+            }
+        }
+        anyhow::ensure!(r.broker || r.controller, "--roles names no role");
+        Ok(r)
+    }
+}
+
+/// `1@host:port,2@host:port` into (node id, address) pairs.
+fn parse_voters(s: &str) -> anyhow::Result<Vec<(i32, SocketAddr)>> {
+    let voters: Vec<(i32, SocketAddr)> = s
+        .split(',')
+        .map(|v| {
+            let (id, addr) = v
+                .trim()
+                .split_once('@')
+                .with_context(|| format!("--controller-voters: {v:?} is not id@host:port"))?;
+            let addr = std::net::ToSocketAddrs::to_socket_addrs(addr)
+                .with_context(|| format!("--controller-voters: bad address {addr:?}"))?
+                .next()
+                .with_context(|| format!("--controller-voters: {addr:?} resolves to nothing"))?;
+            Ok((id.parse().context("--controller-voters: bad node id")?, addr))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    anyhow::ensure!(!voters.is_empty(), "--controller-voters is empty");
+    Ok(voters)
+}
+
+fn serve(
+    cfg: BrokerConfig,
+    roles: Roles,
+    voters: Option<Vec<(i32, SocketAddr)>>,
+    controller_listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
     let _lock = corelog::io::file::lock_dir(&cfg.data_dir)?;
-    let cluster_id = corelog::io::file::cluster_id(&cfg.data_dir)?;
     let signals = block_signals()?;
     std::thread::Builder::new()
         .name("signals".into())
@@ -125,6 +202,59 @@ fn serve(cfg: BrokerConfig) -> anyhow::Result<()> {
             }
             runtime::request_shutdown();
         })?;
+    let node_id = cfg.node_id;
+    let metadata_dir = cfg.data_dir.join("__cluster_metadata-0");
+    // The controller: this node's voter (if it is one), or an embedded
+    // single-voter quorum when no voters are configured.
+    let (controller, client_voters, cluster_id) = match &voters {
+        None => {
+            let local: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+            let handle = corelog::cluster::controller::start(ControllerConfig {
+                node_id,
+                listen: local,
+                voters: vec![(node_id, local)],
+                dir: metadata_dir,
+                props: cfg.props.clone(),
+            })?;
+            let addr = handle.local_addr();
+            let cluster_id = corelog::io::file::cluster_id(&cfg.data_dir)?;
+            (Some(handle), vec![(node_id, addr)], cluster_id)
+        }
+        Some(voters) => {
+            let handle = if roles.controller {
+                anyhow::ensure!(
+                    voters.iter().any(|(id, _)| *id == node_id),
+                    "node {node_id} has the controller role but is not in --controller-voters"
+                );
+                let listen = controller_listen
+                    .or_else(|| voters.iter().find(|(id, _)| *id == node_id).map(|v| v.1))
+                    .expect("checked");
+                Some(corelog::cluster::controller::start(ControllerConfig {
+                    node_id,
+                    listen,
+                    voters: voters.clone(),
+                    dir: metadata_dir,
+                    props: cfg.props.clone(),
+                })?)
+            } else {
+                None
+            };
+            (handle, voters.clone(), cluster_id_of(voters))
+        }
+    };
+    if !roles.broker {
+        tracing::info!(node_id, "controller-only node ready");
+        while !runtime::shutting_down() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        drop(controller);
+        tracing::info!("corelog stopped cleanly");
+        return Ok(());
+    }
+    let link = server::ClusterLink {
+        controller: Arc::new(ControllerClient::new(client_voters)),
+        incarnation: uuid::Uuid::new_v4().as_u128() as u64,
+    };
     let cfg = Arc::new(cfg);
     let ready = Arc::new(Barrier::new(cfg.cores));
     let shards = cfg.cores;
@@ -134,10 +264,28 @@ fn serve(cfg: BrokerConfig) -> anyhow::Result<()> {
         .unwrap_or(0);
     let spin = (spin_us > 0).then(|| std::time::Duration::from_micros(spin_us));
     runtime::start_with(shards, spin, move |shard| {
-        server::shard_main(shard, cfg.clone(), cluster_id.clone(), ready.clone())
+        server::shard_main(
+            shard,
+            cfg.clone(),
+            cluster_id.clone(),
+            link.clone(),
+            ready.clone(),
+        )
     })?;
+    drop(controller);
     tracing::info!("corelog stopped cleanly");
     Ok(())
+}
+
+/// Every node of a cluster derives the same cluster id from the voter list.
+fn cluster_id_of(voters: &[(i32, SocketAddr)]) -> String {
+    let text: Vec<String> = voters.iter().map(|(i, a)| format!("{i}@{a}")).collect();
+    let mut hash: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for b in text.join(",").bytes() {
+        hash ^= u128::from(b);
+        hash = hash.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+    }
+    uuid::Uuid::from_u128(hash).simple().to_string()
 }
 
 /// Blocks SIGTERM and SIGINT in every thread (the mask is inherited), so

@@ -65,6 +65,33 @@ pub fn validate_name(name: &str) -> Result<(), Refusal> {
 }
 
 impl TopicTable {
+    /// The table a metadata image describes (configs resolved against the
+    /// broker defaults; a config this broker cannot parse falls back to
+    /// the defaults with a warning).
+    pub fn from_image(
+        image: &crate::cluster::metadata::MetadataImage,
+        broker_props: &BTreeMap<String, String>,
+    ) -> Self {
+        let mut t = Self::default();
+        for ti in image.topics.values() {
+            let config = topic_config(broker_props, &ti.configs).unwrap_or_else(|e| {
+                tracing::warn!(topic = %ti.name, error = %e, "topic config not understood; using defaults");
+                topic_config(broker_props, &BTreeMap::new()).expect("defaults are valid")
+            });
+            t.topics.insert(
+                ti.name.clone(),
+                Arc::new(TopicMeta {
+                    name: ti.name.clone(),
+                    id: uuid::Uuid::from_u128(ti.id),
+                    partitions: ti.partitions.len() as i32,
+                    overrides: ti.configs.clone(),
+                    config,
+                }),
+            );
+        }
+        t
+    }
+
     pub fn get(&self, name: &str) -> Option<&Arc<TopicMeta>> {
         self.topics.get(name)
     }

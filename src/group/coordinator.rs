@@ -48,6 +48,7 @@ pub fn partition_for(group: &str, partitions: i32) -> i32 {
 
 /// Errors that end a group request early.
 pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+pub const NOT_COORDINATOR: i16 = 16;
 pub const INVALID_GROUP_ID: i16 = 24;
 pub const INVALID_SESSION_TIMEOUT: i16 = 26;
 pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
@@ -226,6 +227,23 @@ impl GroupCoordinator {
         Ok(())
     }
 
+    /// Gives up a `__consumer_offsets` partition (this broker no longer
+    /// leads it): its groups are forgotten here; the new leader loads them.
+    pub fn unload_partition(&self, partition: i32) {
+        if self.logs.borrow_mut().remove(&partition).is_none() {
+            return;
+        }
+        let n = self.config.offsets_partitions;
+        let mut groups = self.groups.borrow_mut();
+        let before = groups.len();
+        groups.retain(|g, _| partition_for(g, n) != partition);
+        tracing::info!(
+            partition,
+            groups = before - groups.len(),
+            "unloaded group coordinator partition"
+        );
+    }
+
     fn apply_record(&self, key: Option<Bytes>, value: Option<Bytes>) {
         let Some(key) = key.and_then(Key::decode) else {
             return;
@@ -274,7 +292,7 @@ impl GroupCoordinator {
 
     /// Appends records to the group's partition and waits until durable.
     async fn persist(&self, group: &str, records: RecordList) -> Result<(), i16> {
-        let log = self.log_for(group).ok_or(COORDINATOR_NOT_AVAILABLE)?;
+        let log = self.log_for(group).ok_or(NOT_COORDINATOR)?;
         let now = io::now_ms();
         let recs: Vec<Record> = records
             .into_iter()
@@ -307,13 +325,26 @@ impl GroupCoordinator {
         .map_err(|_| COORDINATOR_NOT_AVAILABLE)?;
         let bytes = buf.freeze();
         let spans = batch::validate(&bytes, usize::MAX).map_err(|_| COORDINATOR_NOT_AVAILABLE)?;
-        let appended = log.append(bytes, spans).await.map_err(|e| {
-            tracing::error!(group, error = %e, "persisting group state failed");
-            COORDINATOR_NOT_AVAILABLE
+        // As Kafka: group records are written with acks=all.
+        crate::replication::append_leader(
+            &log.tp,
+            bytes,
+            spans,
+            crate::replication::Acks::All,
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!(group, error = ?e, "persisting group state failed");
+            match e {
+                crate::replication::ReplicaError::Code(c, _)
+                    if c == crate::protocol::ResponseError::NotLeaderOrFollower.code() =>
+                {
+                    NOT_COORDINATOR
+                }
+                _ => COORDINATOR_NOT_AVAILABLE,
+            }
         })?;
-        log.sync_to(appended.last_offset + 1)
-            .await
-            .map_err(|_| COORDINATOR_NOT_AVAILABLE)?;
         Ok(())
     }
 
@@ -375,7 +406,7 @@ impl GroupCoordinator {
             return err_join(INVALID_GROUP_ID, &req.member_id);
         }
         if !self.owns(&req.group_id) {
-            return err_join(COORDINATOR_NOT_AVAILABLE, &req.member_id);
+            return err_join(NOT_COORDINATOR, &req.member_id);
         }
         if req.session_timeout_ms < self.config.session_timeout_ms_min
             || req.session_timeout_ms > self.config.session_timeout_ms_max
@@ -557,6 +588,9 @@ impl GroupCoordinator {
             error: code,
             assignment: Bytes::new(),
         };
+        if !self.owns(&req.group_id) {
+            return err(NOT_COORDINATOR);
+        }
         let outcome = {
             let mut groups = self.groups.borrow_mut();
             let Some(g) = groups.get_mut(&req.group_id) else {
@@ -654,6 +688,9 @@ impl GroupCoordinator {
         generation: i32,
     ) -> i16 {
         let now = io::now_ms();
+        if !self.owns(group_id) {
+            return NOT_COORDINATOR;
+        }
         let mut groups = self.groups.borrow_mut();
         let Some(g) = groups.get_mut(group_id) else {
             return UNKNOWN_MEMBER_ID;
@@ -679,6 +716,9 @@ impl GroupCoordinator {
         members: &[(String, Option<String>)],
     ) -> Result<Vec<i16>, i16> {
         let now = io::now_ms();
+        if !self.owns(group_id) {
+            return Err(NOT_COORDINATOR);
+        }
         let mut groups = self.groups.borrow_mut();
         let Some(g) = groups.get_mut(group_id) else {
             return Err(UNKNOWN_MEMBER_ID);
@@ -743,7 +783,7 @@ impl GroupCoordinator {
             return fail(parts, INVALID_GROUP_ID);
         }
         if !self.owns(group_id) {
-            return fail(parts, COORDINATOR_NOT_AVAILABLE);
+            return fail(parts, NOT_COORDINATOR);
         }
         {
             let mut groups = self.groups.borrow_mut();
@@ -829,7 +869,7 @@ impl GroupCoordinator {
         wanted: Option<&[(String, Vec<i32>)]>,
     ) -> Result<Vec<(String, i32, Committed)>, i16> {
         if !self.owns(group_id) {
-            return Err(COORDINATOR_NOT_AVAILABLE);
+            return Err(NOT_COORDINATOR);
         }
         let groups = self.groups.borrow();
         let none = Committed {
@@ -886,7 +926,7 @@ impl GroupCoordinator {
 
     pub fn describe(&self, group_id: &str) -> Result<GroupDescription, i16> {
         if !self.owns(group_id) {
-            return Err(COORDINATOR_NOT_AVAILABLE);
+            return Err(NOT_COORDINATOR);
         }
         let groups = self.groups.borrow();
         let Some(g) = groups.get(group_id) else {
@@ -936,7 +976,7 @@ impl GroupCoordinator {
 
     pub async fn delete_group(&self, group_id: &str) -> i16 {
         if !self.owns(group_id) {
-            return COORDINATOR_NOT_AVAILABLE;
+            return NOT_COORDINATOR;
         }
         let records = {
             let groups = self.groups.borrow();
@@ -982,7 +1022,7 @@ impl GroupCoordinator {
         parts: &[(String, i32)],
     ) -> Result<Vec<i16>, i16> {
         if !self.owns(group_id) {
-            return Err(COORDINATOR_NOT_AVAILABLE);
+            return Err(NOT_COORDINATOR);
         }
         let (codes, records) = {
             let groups = self.groups.borrow();

@@ -101,6 +101,39 @@ pub fn encode_response<T: Encodable>(
     Ok(buf.freeze())
 }
 
+/// Encodes a whole request frame: size prefix, header, body (for the
+/// broker's own requests to other brokers).
+pub fn encode_request<T: Encodable>(
+    api_key: i16,
+    version: i16,
+    correlation_id: i32,
+    client_id: &str,
+    body: &T,
+) -> Result<Bytes> {
+    let key = ApiKey::try_from(api_key).map_err(|_| anyhow!("unknown api key {api_key}"))?;
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    RequestHeader::default()
+        .with_request_api_key(api_key)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_string(client_id.to_string())))
+        .encode(&mut buf, key.request_header_version(version))?;
+    body.encode(&mut buf, version)?;
+    let len = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf.freeze())
+}
+
+/// Splits a response frame (without its size prefix) into correlation id
+/// and decoded body.
+pub fn decode_response<T: Decodable>(api_key: i16, version: i16, mut frame: Bytes) -> Result<(i32, T)> {
+    let key = ApiKey::try_from(api_key).map_err(|_| anyhow!("unknown api key {api_key}"))?;
+    let header = ResponseHeader::decode(&mut frame, key.response_header_version(version))?;
+    let body = T::decode(&mut frame, version)?;
+    Ok((header.correlation_id, body))
+}
+
 /// Writes a response header (without size prefix) for hand-encoded bodies.
 pub fn put_response_header(buf: &mut BytesMut, api_key: i16, version: i16, correlation_id: i32) {
     buf.put_i32(correlation_id);

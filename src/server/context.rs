@@ -1,5 +1,6 @@
-//! The shard-local broker state: config, this shard's copy of the topic
-//! table, and the partition logs this shard owns. One per shard, reached
+//! The shard-local broker state: config, this shard's copy of the metadata
+//! image and the topic table derived from it, and the partition replicas
+//! this shard owns. One per shard, reached
 //! through a thread-local; never crosses threads.
 
 use std::cell::{Cell, RefCell};
@@ -7,10 +8,13 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::cluster::controller::ControllerClient;
+use crate::cluster::metadata::MetadataImage;
 use crate::cluster::topics::{TopicMeta, TopicTable};
 use crate::config::BrokerConfig;
 use crate::group::{self, GroupConfig};
 use crate::model::{shard_for, PartitionId, ShardId, TopicPartition};
+use crate::replication;
 use crate::runtime;
 use crate::storage::{self, PartitionLog};
 
@@ -20,6 +24,9 @@ pub struct ShardContext {
     pub config: Arc<BrokerConfig>,
     pub cluster_id: String,
     topics: RefCell<Arc<TopicTable>>,
+    image: RefCell<Arc<MetadataImage>>,
+    /// The controller quorum, for topic changes and ISR changes.
+    pub controller: Arc<ControllerClient>,
     partitions: RefCell<HashMap<TopicPartition, Rc<PartitionLog>>>,
     pub connections: Cell<usize>,
     pub sendfile_bytes: Cell<u64>,
@@ -37,13 +44,19 @@ pub fn ctx() -> Rc<ShardContext> {
 }
 
 impl ShardContext {
-    pub fn install(config: Arc<BrokerConfig>, cluster_id: String, table: TopicTable) -> Rc<Self> {
+    pub fn install(
+        config: Arc<BrokerConfig>,
+        cluster_id: String,
+        controller: Arc<ControllerClient>,
+    ) -> Rc<Self> {
         let c = Rc::new(Self {
             shard: runtime::current_shard(),
             shards: runtime::shard_count(),
             config,
             cluster_id,
-            topics: RefCell::new(Arc::new(table)),
+            topics: RefCell::new(Arc::new(TopicTable::default())),
+            image: RefCell::new(Arc::new(MetadataImage::default())),
+            controller,
             partitions: RefCell::new(HashMap::new()),
             connections: Cell::new(0),
             sendfile_bytes: Cell::new(0),
@@ -51,6 +64,10 @@ impl ShardContext {
         });
         CTX.with(|slot| *slot.borrow_mut() = Some(c.clone()));
         group::GroupCoordinator::install(group_config(&c.config));
+        replication::ReplicaManager::install(
+            replication_config(&c.config),
+            super::agent::alter_isr_fn(),
+        );
         c
     }
 
@@ -83,52 +100,101 @@ impl ShardContext {
         self.partitions.borrow().values().cloned().collect()
     }
 
-    /// Replaces the topic table copy and opens/deletes the partitions this
-    /// shard owns so they match it.
-    pub async fn apply_table(&self, table: TopicTable) -> anyhow::Result<()> {
-        let table = Arc::new(table);
+    /// The metadata image this shard acts on.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.borrow().clone()
+    }
+
+    /// Takes a newer metadata image: replaces the topic table, opens the
+    /// partitions this shard owns and this broker replicates, deletes the
+    /// ones no longer assigned here, and hands every replica its role.
+    pub async fn apply_image(&self, image: Arc<MetadataImage>) -> anyhow::Result<()> {
+        if image.version < self.image.borrow().version {
+            return Ok(());
+        }
+        let me = self.config.node_id;
+        let table = Arc::new(TopicTable::from_image(&image, &self.config.props));
         *self.topics.borrow_mut() = table.clone();
-        // Partitions of topics that are gone, or were recreated with a new id.
+        *self.image.borrow_mut() = image.clone();
+        let rm = replication::manager();
+        rm.set_brokers(
+            image
+                .live_brokers()
+                .filter_map(|b| {
+                    use std::net::ToSocketAddrs;
+                    let addr = (b.host.as_str(), b.port).to_socket_addrs().ok()?.next()?;
+                    Some((b.id, addr))
+                })
+                .collect(),
+        );
+        // Partitions of topics that are gone, or no longer assigned here.
         let stale: Vec<TopicPartition> = self
             .partitions
             .borrow()
             .keys()
             .filter(|tp| {
-                table
-                    .get(&tp.topic)
-                    .is_none_or(|m| tp.partition.0 >= m.partitions)
+                image
+                    .partition(&tp.topic, tp.partition.0)
+                    .is_none_or(|p| !p.replicas.contains(&me))
             })
             .cloned()
             .collect();
         for tp in stale {
+            rm.remove(&tp);
+            if tp.topic == group::OFFSETS_TOPIC {
+                group::coordinator().unload_partition(tp.partition.0);
+            }
             if let Some(log) = self.partitions.borrow_mut().remove(&tp) {
                 log.delete()?;
                 tracing::info!(partition = %tp, "deleted partition");
             }
         }
-        for meta in table.topics.values() {
-            for p in 0..meta.partitions {
-                if self.owner(&meta.name, p) != self.shard {
+        for (name, ti) in &image.topics {
+            let Some(meta) = table.get(name) else {
+                continue;
+            };
+            for (p, state) in ti.partitions.iter().enumerate() {
+                let p = p as i32;
+                if self.owner(name, p) != self.shard || !state.replicas.contains(&me) {
                     continue;
                 }
                 let tp = TopicPartition {
-                    topic: meta.name.clone(),
+                    topic: name.clone(),
                     partition: PartitionId(p),
                 };
-                if let Some(log) = self.partition(&tp) {
-                    log.set_config(meta.config.clone());
-                    continue;
+                let log = match self.partition(&tp) {
+                    Some(log) => {
+                        log.set_config(meta.config.clone());
+                        log
+                    }
+                    None => {
+                        let dir = storage::partition_dir(&self.config.data_dir, &tp);
+                        let log = PartitionLog::open(&dir, tp.clone(), meta.config.clone())
+                            .await
+                            .map_err(|e| anyhow::anyhow!("opening {tp}: {e}"))?;
+                        self.partitions.borrow_mut().insert(tp.clone(), log.clone());
+                        log
+                    }
+                };
+                let change = rm.apply(
+                    log.clone(),
+                    &replication::Assignment {
+                        replicas: state.replicas.clone(),
+                        isr: state.isr.clone(),
+                        leader: state.leader,
+                        leader_epoch: state.leader_epoch,
+                        partition_epoch: state.partition_epoch,
+                    },
+                );
+                if name == group::OFFSETS_TOPIC {
+                    match change {
+                        Some(true) => group::coordinator()
+                            .load_partition(p, log)
+                            .map_err(|e| anyhow::anyhow!("loading group coordinator state: {e}"))?,
+                        Some(false) => group::coordinator().unload_partition(p),
+                        None => {}
+                    }
                 }
-                let dir = storage::partition_dir(&self.config.data_dir, &tp);
-                let log = PartitionLog::open(&dir, tp.clone(), meta.config.clone())
-                    .await
-                    .map_err(|e| anyhow::anyhow!("opening {tp}: {e}"))?;
-                if meta.name == group::OFFSETS_TOPIC {
-                    group::coordinator()
-                        .load_partition(p, log.clone())
-                        .map_err(|e| anyhow::anyhow!("loading group coordinator state: {e}"))?;
-                }
-                self.partitions.borrow_mut().insert(tp, log);
             }
         }
         Ok(())
@@ -146,6 +212,18 @@ impl ShardContext {
 
 fn prop<T: std::str::FromStr>(c: &BrokerConfig, key: &str, default: T) -> T {
     c.prop(key).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Replication settings from the broker properties.
+pub fn replication_config(c: &BrokerConfig) -> replication::ReplicationConfig {
+    replication::ReplicationConfig {
+        node_id: c.node_id,
+        lag_time_max_ms: prop(c, "replica.lag.time.max.ms", 30_000),
+        fetch_wait_max_ms: prop(c, "replica.fetch.wait.max.ms", 500),
+        fetch_max_bytes: prop(c, "replica.fetch.max.bytes", 1 << 20),
+        fetch_response_max_bytes: prop(c, "replica.fetch.response.max.bytes", 10 << 20),
+        fetch_backoff_ms: prop(c, "replica.fetch.backoff.ms", 1000),
+    }
 }
 
 /// Group settings from the broker properties (validated at startup).

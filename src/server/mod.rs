@@ -3,6 +3,7 @@
 //! owns, wait for the other shards, listen (SO_REUSEPORT), run the
 //! retention and flush tasks, and close everything cleanly on shutdown.
 
+pub mod agent;
 pub mod connection;
 pub mod context;
 pub mod handlers;
@@ -10,7 +11,7 @@ pub mod handlers;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use crate::cluster::topics::TopicTable;
+use crate::cluster::controller::{BrokerHeartbeat, ControllerClient};
 use crate::config::BrokerConfig;
 use crate::io;
 use crate::model::ShardId;
@@ -18,18 +19,55 @@ use crate::runtime;
 
 use context::{ctx, ShardContext};
 
+/// How a broker reaches the controller quorum.
+#[derive(Clone)]
+pub struct ClusterLink {
+    pub controller: Arc<ControllerClient>,
+    pub incarnation: u64,
+}
+
 pub async fn shard_main(
     shard: ShardId,
     config: Arc<BrokerConfig>,
     cluster_id: String,
+    link: ClusterLink,
     ready: Arc<Barrier>,
 ) -> anyhow::Result<()> {
-    let table = TopicTable::load(&config.data_dir, &config.props)?;
-    let c = ShardContext::install(config.clone(), cluster_id, TopicTable::default());
-    let opened = c.apply_table(table).await;
-    // Every shard must reach the barrier, even one that failed, or the others hang.
+    let c = ShardContext::install(config.clone(), cluster_id, link.controller.clone());
+    // Every shard installs its context before any image is broadcast.
     ready.wait();
-    opened?;
+    if shard.0 == 0 {
+        let hb = BrokerHeartbeat {
+            broker_id: config.node_id,
+            host: config.advertise.ip().to_string(),
+            port: config.advertise.port(),
+            incarnation: link.incarnation,
+        };
+        let interval = Duration::from_millis(
+            config
+                .prop("broker.heartbeat.interval.ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2000),
+        );
+        let images = agent::start(link.controller.clone(), hb, interval);
+        io::spawn_detached(agent::apply_images(images));
+    }
+    // Serve clients only once this broker knows the cluster (Kafka's
+    // brokers also wait for the metadata log before listening).
+    let mut waited = 0u32;
+    while c.image().version == 0 {
+        if runtime::shutting_down() {
+            return Ok(());
+        }
+        io::sleep(Duration::from_millis(10)).await;
+        waited += 1;
+        if waited % 500 == 0 && shard.0 == 0 {
+            tracing::info!("waiting for the controller quorum");
+        }
+    }
+    if shard.0 == 0 {
+        agent::import_topic_table().await;
+    }
     let listener = glommio::net::TcpListener::bind(config.listen)
         .map_err(|e| anyhow::anyhow!("binding {}: {e}", config.listen))?;
     if shard.0 == 0 {
@@ -38,6 +76,7 @@ pub async fn shard_main(
     io::spawn_detached(retention_loop());
     io::spawn_detached(group_loop());
     io::spawn_detached(flush_loop());
+    io::spawn_detached(isr_loop());
     let per_shard_max = config.connections_max.div_ceil(c.shards).max(1);
     loop {
         let accept = Box::pin(listener.accept());
@@ -73,8 +112,19 @@ pub async fn shard_main(
         copied_bytes = c.copied_bytes.get(),
         "shard stopping"
     );
+    crate::replication::stop_fetchers();
     c.close_all().await;
     Ok(())
+}
+
+/// Shrinks the ISR of led partitions whose followers fell behind, checked
+/// at half of `replica.lag.time.max.ms`, as Kafka does.
+async fn isr_loop() {
+    let lag = crate::replication::manager().config.lag_time_max_ms.max(20) as u64;
+    while !runtime::shutting_down() {
+        io::sleep(Duration::from_millis(lag / 2)).await;
+        crate::replication::manager().check_isr();
+    }
 }
 
 async fn wait_for_shutdown() {

@@ -1,26 +1,29 @@
-//! Topic changes. Shard 0 is the single writer of the topic table: every
-//! change runs there under one permit, is persisted, and is then broadcast
-//! to every shard, which opens or deletes the partitions it owns.
+//! Topic changes. The controller quorum owns the metadata: every change
+//! is checked here for what this broker can judge (names, configs,
+//! internal topics, `delete.topic.enable`), sent to the active controller,
+//! and answered once this broker's own metadata image includes it, so a
+//! client that asks for Metadata next sees the change.
 
 use std::collections::BTreeMap;
-use std::rc::Rc;
+use std::time::Duration;
 
-use crate::cluster::topics::{Refusal, TopicTable};
-use crate::model::ShardId;
+use crate::cluster::controller::{AdminReply, CreateTopic};
+use crate::cluster::topics::{validate_name, Refusal};
+use crate::config::topic_config;
 use crate::protocol::ResponseError;
-use crate::runtime::{self, run_on};
+use crate::server::agent::{controller_call, wait_for_version};
 use crate::server::context::ctx;
 
-thread_local! {
-    static ADMIN_PERMIT: Rc<glommio::sync::Semaphore> = Rc::new(glommio::sync::Semaphore::new(1));
-}
-
-/// One requested change to the table.
+/// One requested change.
 #[derive(Clone, Debug)]
 pub enum TopicChange {
     Create {
         name: String,
         partitions: i32,
+        /// -1: `default.replication.factor`.
+        replication_factor: i16,
+        /// Explicit replica lists, one per partition.
+        assignments: Option<Vec<Vec<i32>>>,
         configs: BTreeMap<String, String>,
     },
     Delete {
@@ -32,124 +35,115 @@ pub enum TopicChange {
     },
 }
 
-/// Applies changes in order on shard 0; returns one result per change.
+fn refusal(e: ResponseError, message: impl Into<String>) -> Refusal {
+    Refusal {
+        code: e.code(),
+        message: message.into(),
+    }
+}
+
+/// Checks what the broker can check alone.
+fn precheck(change: &TopicChange) -> Result<(), Refusal> {
+    let c = ctx();
+    match change {
+        TopicChange::Create { name, configs, .. } => {
+            validate_name(name)?;
+            topic_config(&c.config.props, configs)
+                .map_err(|e| refusal(ResponseError::InvalidConfig, e.to_string()))?;
+            Ok(())
+        }
+        TopicChange::Delete { name } if name == crate::group::OFFSETS_TOPIC => Err(refusal(
+            ResponseError::InvalidTopicException,
+            format!("{name} is an internal topic and cannot be deleted"),
+        )),
+        TopicChange::Delete { name } if c.config.prop("delete.topic.enable") == Some("false") => {
+            Err(refusal(
+                ResponseError::TopicDeletionDisabled,
+                format!("delete.topic.enable is false; {name} was not deleted"),
+            ))
+        }
+        TopicChange::Delete { .. } | TopicChange::AddPartitions { .. } => Ok(()),
+    }
+}
+
+/// Applies changes in order through the controller; one result per change.
 /// `validate_only` checks without applying.
 pub async fn change_topics(
     changes: Vec<TopicChange>,
     validate_only: bool,
 ) -> Vec<Result<(), Refusal>> {
-    let n = changes.len();
-    let result = run_on(ShardId(0), move || async move {
-        apply_on_writer(changes, validate_only).await
-    })
-    .await;
-    result.unwrap_or_else(|_| {
-        (0..n)
-            .map(|_| {
-                Err(Refusal {
-                    code: ResponseError::NotController.code(),
-                    message: "metadata writer unavailable".into(),
-                })
-            })
-            .collect()
-    })
-}
-
-async fn apply_on_writer(
-    changes: Vec<TopicChange>,
-    validate_only: bool,
-) -> Vec<Result<(), Refusal>> {
-    let permit = ADMIN_PERMIT.with(|p| p.clone());
-    let _guard = permit.acquire_permit(1).await;
-    let c = ctx();
-    let mut table: TopicTable = (*c.topics()).clone();
-    let mut results = Vec::with_capacity(changes.len());
-    let mut changed = false;
-    for change in changes {
-        let r = match change {
+    let mut results: Vec<Option<Result<(), Refusal>>> = Vec::with_capacity(changes.len());
+    let mut creates = Vec::new();
+    let mut deletes = Vec::new();
+    let mut grows = Vec::new();
+    for (i, ch) in changes.iter().enumerate() {
+        if let Err(e) = precheck(ch) {
+            results.push(Some(Err(e)));
+            continue;
+        }
+        results.push(None);
+        match ch.clone() {
             TopicChange::Create {
                 name,
                 partitions,
+                replication_factor,
+                assignments,
                 configs,
-            } => {
-                if validate_only {
-                    table
-                        .check_create(&c.config.props, &name, partitions, &configs)
-                        .map(|_| ())
-                } else {
-                    table
-                        .create(&c.config.props, &name, partitions, configs)
-                        .map(|_| ())
-                }
-            }
-            TopicChange::Delete { name } if name == crate::group::OFFSETS_TOPIC => Err(Refusal {
-                code: ResponseError::InvalidTopicException.code(),
-                message: format!("{name} is an internal topic and cannot be deleted"),
-            }),
-            TopicChange::Delete { name }
-                if c.config.prop("delete.topic.enable") == Some("false") =>
-            {
-                Err(Refusal {
-                    code: ResponseError::TopicDeletionDisabled.code(),
-                    message: format!("delete.topic.enable is false; {name} was not deleted"),
-                })
-            }
-            TopicChange::Delete { name } => {
-                if validate_only {
-                    table.get(&name).map(|_| ()).ok_or(Refusal {
-                        code: ResponseError::UnknownTopicOrPartition.code(),
-                        message: format!("unknown topic {name}"),
-                    })
-                } else {
-                    table.delete(&name).map(|_| ())
-                }
-            }
-            TopicChange::AddPartitions { name, count } => {
-                if validate_only {
-                    table.check_add_partitions(&name, count)
-                } else {
-                    table.add_partitions(&name, count)
-                }
-            }
-        };
-        changed |= r.is_ok() && !validate_only;
-        results.push(r);
-    }
-    if !changed {
-        return results;
-    }
-    if let Err(e) = table.save(&c.config.data_dir) {
-        tracing::error!(error = %e, "persisting topic table failed");
-        return results
-            .into_iter()
-            .map(|_| {
-                Err(Refusal {
-                    code: ResponseError::KafkaStorageError.code(),
-                    message: format!("persisting metadata: {e}"),
-                })
-            })
-            .collect();
-    }
-    broadcast(table).await;
-    results
-}
-
-async fn broadcast(table: TopicTable) {
-    let shards = runtime::shard_count();
-    let mut waits = Vec::with_capacity(shards);
-    for s in 0..shards {
-        let t = table.clone();
-        waits.push(run_on(ShardId(s), move || async move {
-            if let Err(e) = ctx().apply_table(t).await {
-                tracing::error!(error = %e, "applying topic table failed");
-            }
-        }));
-    }
-    for w in futures::future::join_all(waits).await {
-        if w.is_err() {
-            tracing::warn!("a shard missed a topic table update (shutting down)");
+            } => creates.push((
+                i,
+                CreateTopic {
+                    name,
+                    partitions,
+                    replication_factor,
+                    assignments,
+                    configs,
+                    id: None,
+                },
+            )),
+            TopicChange::Delete { name } => deletes.push((i, name)),
+            TopicChange::AddPartitions { name, count } => grows.push((i, (name, count))),
         }
     }
+    let mut version = 0;
+    let mut settle = |idx: Vec<usize>, reply: anyhow::Result<AdminReply>| match reply {
+        Ok(r) => {
+            version = version.max(r.version);
+            for (i, res) in idx.into_iter().zip(r.results) {
+                results[i] = Some(res.map_err(|(code, message)| Refusal { code, message }));
+            }
+        }
+        Err(e) => {
+            for i in idx {
+                results[i] = Some(Err(refusal(
+                    ResponseError::NotController,
+                    format!("controller quorum unreachable: {e}"),
+                )));
+            }
+        }
+    };
+    if !creates.is_empty() {
+        let (idx, reqs): (Vec<usize>, Vec<CreateTopic>) = creates.into_iter().unzip();
+        let r = controller_call(move |c| c.create_topics(reqs, validate_only)).await;
+        settle(idx, r);
+    }
+    if !deletes.is_empty() {
+        let (idx, names): (Vec<usize>, Vec<String>) = deletes.into_iter().unzip();
+        let r = controller_call(move |c| c.delete_topics(names)).await;
+        settle(idx, r);
+    }
+    if !grows.is_empty() {
+        let (idx, reqs): (Vec<usize>, Vec<(String, i32)>) = grows.into_iter().unzip();
+        let r = controller_call(move |c| c.create_partitions(reqs, validate_only)).await;
+        settle(idx, r);
+    }
+    if version > 0 && !validate_only && !wait_for_version(version, Duration::from_secs(10)).await
+    {
+        tracing::warn!(version, "metadata change committed but not yet seen by this broker");
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every change answered"))
+        .collect()
 }
 
 /// Auto-creates `name` with the broker's `num.partitions` if allowed.
@@ -168,6 +162,8 @@ pub async fn auto_create(name: &str) -> bool {
     let change = TopicChange::Create {
         name: name.to_string(),
         partitions: c.config.num_partitions,
+        replication_factor: -1,
+        assignments: None,
         configs: BTreeMap::new(),
     };
     let r = change_topics(vec![change], false).await;
@@ -179,8 +175,22 @@ pub async fn auto_create(name: &str) -> bool {
     c.topic(name).is_some()
 }
 
+/// `offsets.topic.replication.factor`; a single-node broker (no controller
+/// voters configured) uses 1, as Kafka's single-node quickstart does.
+fn offsets_replication_factor() -> i16 {
+    let c = ctx();
+    if c.config.prop("corelog.single.node") == Some("true") {
+        return 1;
+    }
+    c.config
+        .prop("offsets.topic.replication.factor")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
 /// Creates `__consumer_offsets` if it does not exist yet (compacted,
-/// `offsets.topic.num.partitions`, `offsets.topic.segment.bytes`).
+/// `offsets.topic.num.partitions`, `offsets.topic.segment.bytes`,
+/// `offsets.topic.replication.factor`).
 pub async fn ensure_offsets_topic() -> bool {
     let c = ctx();
     if c.topic(crate::group::OFFSETS_TOPIC).is_some() {
@@ -196,8 +206,14 @@ pub async fn ensure_offsets_topic() -> bool {
     let change = TopicChange::Create {
         name: crate::group::OFFSETS_TOPIC.to_string(),
         partitions,
+        replication_factor: offsets_replication_factor(),
+        assignments: None,
         configs,
     };
-    let _ = change_topics(vec![change], false).await;
+    if let Err(e) = &change_topics(vec![change], false).await[0] {
+        if e.code != ResponseError::TopicAlreadyExists.code() {
+            tracing::warn!(error = %e.message, "cannot create the group metadata topic yet");
+        }
+    }
     c.topic(crate::group::OFFSETS_TOPIC).is_some()
 }

@@ -1,4 +1,4 @@
-//! CreateTopics: validated and applied by the topic-table writer (shard 0).
+//! CreateTopics: checked here, placed and committed by the controller.
 
 use std::collections::BTreeMap;
 
@@ -15,7 +15,6 @@ use crate::server::context::ctx;
 
 pub async fn handle(frame: &RequestFrame, req: CreateTopicsRequest) -> anyhow::Result<Response> {
     let c = ctx();
-    let node = c.config.node_id;
     let v = frame.api_version;
     let mut changes = Vec::new();
     let mut early: Vec<Option<(i16, String)>> = Vec::new();
@@ -26,29 +25,15 @@ pub async fn handle(frame: &RequestFrame, req: CreateTopicsRequest) -> anyhow::R
         } else {
             t.num_partitions
         };
-        let pre = if !(t.replication_factor == -1 || t.replication_factor == 1)
-            && t.assignments.is_empty()
-        {
-            Some((
-                ResponseError::InvalidReplicationFactor.code(),
-                format!(
-                    "replication factor {} exceeds the 1 available broker",
-                    t.replication_factor
-                ),
-            ))
-        } else if !t.assignments.is_empty() && t.num_partitions != -1 {
+        let pre = if !t.assignments.is_empty() && t.num_partitions != -1 {
             Some((
                 ResponseError::InvalidRequest.code(),
                 "both num_partitions and assignments given".into(),
             ))
-        } else if t
-            .assignments
-            .iter()
-            .any(|a| a.broker_ids.iter().any(|b| b.0 != node) || a.broker_ids.len() != 1)
-        {
+        } else if !t.assignments.is_empty() && t.replication_factor != -1 {
             Some((
-                ResponseError::InvalidReplicaAssignment.code(),
-                "assignments must name this broker only".into(),
+                ResponseError::InvalidRequest.code(),
+                "both replication_factor and assignments given".into(),
             ))
         } else {
             None
@@ -63,9 +48,18 @@ pub async fn handle(frame: &RequestFrame, req: CreateTopicsRequest) -> anyhow::R
                     configs.insert(kv.name.to_string(), v.to_string());
                 }
             }
+            let assignments = (!t.assignments.is_empty()).then(|| {
+                let mut a: Vec<_> = t.assignments.iter().collect();
+                a.sort_by_key(|x| x.partition_index);
+                a.iter()
+                    .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
+                    .collect()
+            });
             changes.push(TopicChange::Create {
                 name,
                 partitions,
+                replication_factor: t.replication_factor,
+                assignments,
                 configs,
             });
         }
@@ -73,6 +67,7 @@ pub async fn handle(frame: &RequestFrame, req: CreateTopicsRequest) -> anyhow::R
     }
     let mut results = change_topics(changes, req.validate_only).await.into_iter();
     let table = c.topics();
+    let image = c.image();
     let mut out = Vec::with_capacity(req.topics.len());
     for (t, pre) in req.topics.iter().zip(early) {
         let mut r = CreatableTopicResult::default().with_name(t.name.clone());
@@ -92,7 +87,11 @@ pub async fn handle(frame: &RequestFrame, req: CreateTopicsRequest) -> anyhow::R
                     if v >= 5 {
                         r = r
                             .with_num_partitions(meta.partitions)
-                            .with_replication_factor(1);
+                            .with_replication_factor(
+                                image
+                                    .partition(&meta.name, 0)
+                                    .map_or(1, |p| p.replicas.len() as i16),
+                            );
                     }
                     if v >= 5 {
                         let configs = meta

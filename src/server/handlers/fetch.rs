@@ -21,6 +21,7 @@ struct Want {
     partition: i32,
     offset: i64,
     max_bytes: i32,
+    current_leader_epoch: i32,
 }
 
 struct Got {
@@ -31,6 +32,8 @@ struct Got {
 }
 
 pub async fn handle(frame: &RequestFrame, req: FetchRequest) -> anyhow::Result<Response> {
+    // A broker id here is a follower replicating; -1 is a consumer.
+    let replica_id = req.replica_id.0;
     let mut wants = Vec::new();
     let mut shape = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
@@ -42,6 +45,11 @@ pub async fn handle(frame: &RequestFrame, req: FetchRequest) -> anyhow::Result<R
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes,
+                current_leader_epoch: if frame.api_version >= 9 {
+                    p.current_leader_epoch
+                } else {
+                    -1
+                },
             });
         }
     }
@@ -54,7 +62,7 @@ pub async fn handle(frame: &RequestFrame, req: FetchRequest) -> anyhow::Result<R
         req.max_bytes
     } as u64;
     let gots = loop {
-        let gots = read_all(&wants, max_bytes).await;
+        let gots = read_all(&wants, max_bytes, replica_id).await;
         let total: u64 = gots
             .iter()
             .filter_map(|g| g.slice.as_ref())
@@ -70,11 +78,17 @@ pub async fn handle(frame: &RequestFrame, req: FetchRequest) -> anyhow::Result<R
         let seen: Vec<i64> = gots
             .iter()
             .zip(&wants)
-            .map(|(g, w)| g.high_watermark.max(w.offset))
+            .map(|(g, w)| {
+                if replica_id >= 0 {
+                    w.offset
+                } else {
+                    g.high_watermark.max(w.offset)
+                }
+            })
             .collect();
-        wait_any(&wants, &seen, deadline).await;
+        wait_any(&wants, &seen, deadline, replica_id >= 0).await;
         if Instant::now() >= deadline {
-            break read_all(&wants, max_bytes).await;
+            break read_all(&wants, max_bytes, replica_id).await;
         }
     };
     let mut topics = Vec::with_capacity(shape.len());
@@ -101,7 +115,7 @@ pub async fn handle(frame: &RequestFrame, req: FetchRequest) -> anyhow::Result<R
 
 /// Reads every wanted partition; the response-wide `max_bytes` caps the
 /// total, except that the first non-empty partition always gets its batch.
-async fn read_all(wants: &[Want], max_bytes: u64) -> Vec<Got> {
+async fn read_all(wants: &[Want], max_bytes: u64, replica_id: i32) -> Vec<Got> {
     let c = ctx();
     let reads = wants.iter().map(|w| {
         let known = c
@@ -113,13 +127,14 @@ async fn read_all(wants: &[Want], max_bytes: u64) -> Vec<Got> {
         };
         let owner = c.owner(&w.topic, w.partition);
         let (offset, part_max) = (w.offset, w.max_bytes.max(0) as u32);
+        let epoch = w.current_leader_epoch;
         async move {
             if !known {
                 return Err(PartitionError::UnknownTopicOrPartition);
             }
             run_on(
                 owner,
-                move || async move { read_local(&tp, offset, part_max) },
+                move || async move { read_local(&tp, offset, part_max, replica_id, epoch) },
             )
             .await
             .map_err(PartitionError::from)
@@ -153,14 +168,28 @@ async fn read_all(wants: &[Want], max_bytes: u64) -> Vec<Got> {
         .collect()
 }
 
-/// Runs on the owning shard.
-fn read_local(tp: &TopicPartition, offset: i64, max_bytes: u32) -> Result<Got, PartitionError> {
-    let log = ctx()
-        .partition(tp)
-        .ok_or(PartitionError::UnknownTopicOrPartition)?;
+/// Runs on the owning shard, which must lead the partition. Consumers read
+/// up to the high watermark, followers up to the log end.
+fn read_local(
+    tp: &TopicPartition,
+    offset: i64,
+    max_bytes: u32,
+    replica_id: i32,
+    current_leader_epoch: i32,
+) -> Result<Got, PartitionError> {
+    let log = if replica_id >= 0 {
+        crate::replication::follower_fetch(tp, replica_id, offset, current_leader_epoch)?
+    } else {
+        crate::replication::leader_log(tp, current_leader_epoch)?
+    };
     let high_watermark = log.high_watermark();
     let log_start = log.log_start_offset();
-    match log.read(offset, max_bytes, high_watermark) {
+    let up_to = if replica_id >= 0 {
+        log.log_end_offset()
+    } else {
+        high_watermark
+    };
+    match log.read(offset, max_bytes, up_to) {
         Ok(slice) => Ok(Got {
             error: 0,
             high_watermark,
@@ -186,7 +215,7 @@ fn read_local(tp: &TopicPartition, offset: i64, max_bytes: u32) -> Result<Got, P
 
 /// Waits until any wanted partition grows past what the last read saw, or
 /// the deadline.
-async fn wait_any(wants: &[Want], seen: &[i64], deadline: Instant) {
+async fn wait_any(wants: &[Want], seen: &[i64], deadline: Instant, follower: bool) {
     let c = ctx();
     let waits = wants.iter().zip(seen).filter_map(|(w, &seen)| {
         c.topic(&w.topic)
@@ -200,7 +229,12 @@ async fn wait_any(wants: &[Want], seen: &[i64], deadline: Instant) {
             let Some(log) = ctx().partition(&tp) else {
                 return;
             };
-            if log.high_watermark() > seen {
+            let mark = if follower {
+                log.log_end_offset()
+            } else {
+                log.high_watermark()
+            };
+            if mark > seen {
                 return;
             }
             let rx = log.on_append();

@@ -1,6 +1,6 @@
-//! FindCoordinator: on one node every group's coordinator is this broker.
-//! The first call creates `__consumer_offsets` (compacted,
-//! `offsets.topic.num.partitions`). Transaction coordinators are not
+//! FindCoordinator: a group's coordinator is the leader of its
+//! `__consumer_offsets` partition. The first call creates that topic
+//! (compacted, `offsets.topic.num.partitions`, replicated). Transaction coordinators are not
 //! implemented yet: key type 1 gets COORDINATOR_NOT_AVAILABLE.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -15,22 +15,38 @@ pub async fn handle(frame: &RequestFrame, req: FindCoordinatorRequest) -> anyhow
     let v = frame.api_version;
     let c = ctx();
     let ready = admin::ensure_offsets_topic().await;
-    let node = c.config.node_id;
-    let host = StrBytes::from_string(c.config.advertise.ip().to_string());
-    let port = i32::from(c.config.advertise.port());
-    let answer = |key_type: i8| -> (i16, Option<String>) {
+    let image = c.image();
+    let partitions = crate::group::coordinator().config().offsets_partitions;
+    // The coordinator of a group is the leader of its offsets partition.
+    let answer = |key_type: i8, key: &str| -> (i16, Option<String>, i32, StrBytes, i32) {
+        let none = |msg: &str| {
+            (
+                ResponseError::CoordinatorNotAvailable.code(),
+                Some(msg.to_string()),
+                -1,
+                StrBytes::default(),
+                -1,
+            )
+        };
         if key_type != 0 {
-            (
-                ResponseError::CoordinatorNotAvailable.code(),
-                Some("transactions are not supported yet".into()),
-            )
-        } else if !ready {
-            (
-                ResponseError::CoordinatorNotAvailable.code(),
-                Some("group metadata topic unavailable".into()),
-            )
-        } else {
-            (0, None)
+            return none("transactions are not supported yet");
+        }
+        if !ready {
+            return none("group metadata topic unavailable");
+        }
+        let p = crate::group::partition_for(key, partitions);
+        let leader = image
+            .partition(crate::group::OFFSETS_TOPIC, p)
+            .map_or(-1, |s| s.leader);
+        match image.brokers.get(&leader).filter(|b| !b.fenced) {
+            Some(b) => (
+                0,
+                None,
+                b.id,
+                StrBytes::from_string(b.host.clone()),
+                i32::from(b.port),
+            ),
+            None => none("the group's offsets partition has no leader"),
         }
     };
     let mut body = FindCoordinatorResponse::default();
@@ -39,27 +55,23 @@ pub async fn handle(frame: &RequestFrame, req: FindCoordinatorRequest) -> anyhow
             .coordinator_keys
             .iter()
             .map(|k| {
-                let (code, msg) = answer(req.key_type);
+                let (code, msg, node, host, port) = answer(req.key_type, k.as_str());
                 Coordinator::default()
                     .with_key(k.clone())
-                    .with_node_id(BrokerId(if code == 0 { node } else { -1 }))
-                    .with_host(if code == 0 {
-                        host.clone()
-                    } else {
-                        StrBytes::default()
-                    })
-                    .with_port(if code == 0 { port } else { -1 })
+                    .with_node_id(BrokerId(node))
+                    .with_host(host)
+                    .with_port(port)
                     .with_error_code(code)
                     .with_error_message(msg.map(StrBytes::from_string))
             })
             .collect();
     } else {
-        let (code, msg) = answer(req.key_type);
+        let (code, msg, node, host, port) = answer(req.key_type, req.key.as_str());
         body = body
             .with_error_code(code)
-            .with_node_id(BrokerId(if code == 0 { node } else { -1 }))
-            .with_host(if code == 0 { host } else { StrBytes::default() })
-            .with_port(if code == 0 { port } else { -1 });
+            .with_node_id(BrokerId(node))
+            .with_host(host)
+            .with_port(port);
         if v >= 1 {
             body = body.with_error_message(msg.map(StrBytes::from_string));
         }

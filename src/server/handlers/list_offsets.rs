@@ -29,6 +29,7 @@ pub async fn handle(frame: &RequestFrame, req: ListOffsetsRequest) -> anyhow::Re
         let lookups = t.partitions.iter().map(|p| {
             let index = p.partition_index;
             let ts = p.timestamp;
+            let current_epoch = if version >= 4 { p.current_leader_epoch } else { -1 };
             let tp = TopicPartition {
                 topic: name.clone(),
                 partition: PartitionId(index),
@@ -37,7 +38,7 @@ pub async fn handle(frame: &RequestFrame, req: ListOffsetsRequest) -> anyhow::Re
             let ok = known.is_some_and(|n| (0..n).contains(&index));
             async move {
                 let r = if ok {
-                    run_on(owner, move || async move { lookup(&tp, ts) })
+                    run_on(owner, move || async move { lookup(&tp, ts, current_epoch) })
                         .await
                         .map_err(PartitionError::from)
                         .and_then(|r| r)
@@ -46,10 +47,10 @@ pub async fn handle(frame: &RequestFrame, req: ListOffsetsRequest) -> anyhow::Re
                 };
                 let out = ListOffsetsPartitionResponse::default().with_partition_index(index);
                 match r {
-                    Ok((offset, timestamp)) => out
+                    Ok((offset, timestamp, epoch)) => out
                         .with_offset(offset)
                         .with_timestamp(timestamp)
-                        .with_leader_epoch(if version >= 4 { 0 } else { -1 }),
+                        .with_leader_epoch(if version >= 4 { epoch } else { -1 }),
                     Err(e) => out
                         .with_error_code(error_code(&e))
                         .with_offset(-1)
@@ -67,11 +68,20 @@ pub async fn handle(frame: &RequestFrame, req: ListOffsetsRequest) -> anyhow::Re
     reply(frame, &ListOffsetsResponse::default().with_topics(topics))
 }
 
-/// Runs on the owning shard: (offset, timestamp), with -1 where none.
-fn lookup(tp: &TopicPartition, ts: i64) -> Result<(i64, i64), PartitionError> {
-    let log = ctx()
-        .partition(tp)
-        .ok_or(PartitionError::UnknownTopicOrPartition)?;
+/// Runs on the owning shard (the leader): (offset, timestamp, leader
+/// epoch), with -1 where none.
+fn lookup(
+    tp: &TopicPartition,
+    ts: i64,
+    current_epoch: i32,
+) -> Result<(i64, i64, i32), PartitionError> {
+    let log = crate::replication::leader_log(tp, current_epoch)?;
+    let epoch = log.latest_epoch().unwrap_or(0);
+    let (offset, timestamp) = lookup_in(&log, ts)?;
+    Ok((offset, timestamp, epoch))
+}
+
+fn lookup_in(log: &crate::storage::PartitionLog, ts: i64) -> Result<(i64, i64), PartitionError> {
     match ts {
         LATEST => Ok((log.high_watermark(), -1)),
         EARLIEST => Ok((log.log_start_offset(), -1)),

@@ -1,5 +1,7 @@
-//! Metadata: this broker, and the topics asked for (auto-created when the
-//! client allows it and `auto.create.topics.enable` is on).
+//! Metadata: the live brokers, and the topics asked for with each
+//! partition's leader, leader epoch, replicas, ISR and offline replicas, as
+//! this broker's metadata image has them (auto-created when the client
+//! allows it and `auto.create.topics.enable` is on).
 
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -50,14 +52,43 @@ pub async fn handle(frame: &RequestFrame, req: MetadataRequest) -> anyhow::Resul
             ));
             continue;
         };
-        let partitions = (0..meta.partitions)
-            .map(|p| {
-                MetadataResponsePartition::default()
-                    .with_partition_index(p)
-                    .with_leader_id(BrokerId(node))
-                    .with_leader_epoch(if v >= 7 { 0 } else { -1 })
-                    .with_replica_nodes(vec![BrokerId(node)])
-                    .with_isr_nodes(vec![BrokerId(node)])
+        let image = c.image();
+        let Some(ti) = image.topics.get(&name) else {
+            topics.push(error_topic(
+                &name,
+                ResponseError::UnknownTopicOrPartition.code(),
+            ));
+            continue;
+        };
+        let ids = |v: &[i32]| v.iter().map(|&b| BrokerId(b)).collect::<Vec<_>>();
+        let partitions = ti
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(p, st)| {
+                let offline: Vec<i32> = st
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| image.brokers.get(r).is_none_or(|b| b.fenced))
+                    .collect();
+                let leader_live = image
+                    .brokers
+                    .get(&st.leader)
+                    .is_some_and(|b| !b.fenced);
+                let mut out = MetadataResponsePartition::default()
+                    .with_partition_index(p as i32)
+                    .with_leader_id(BrokerId(if leader_live { st.leader } else { -1 }))
+                    .with_leader_epoch(if v >= 7 { st.leader_epoch } else { -1 })
+                    .with_replica_nodes(ids(&st.replicas))
+                    .with_isr_nodes(ids(&st.isr));
+                if v >= 5 {
+                    out = out.with_offline_replicas(ids(&offline));
+                }
+                if !leader_live {
+                    out = out.with_error_code(ResponseError::LeaderNotAvailable.code());
+                }
+                out
             })
             .collect();
         topics.push(
@@ -68,14 +99,27 @@ pub async fn handle(frame: &RequestFrame, req: MetadataRequest) -> anyhow::Resul
                 .with_partitions(partitions),
         );
     }
-    let advertise = c.config.advertise;
+    let image = c.image();
+    let brokers: Vec<MetadataResponseBroker> = image
+        .live_brokers()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_port(i32::from(b.port))
+        })
+        .collect();
+    // Clients cannot reach a controller-only node; as Kafka's KRaft
+    // brokers do, name a live broker (the controller's own when it is one).
+    let controller = if image.brokers.get(&image.controller_id).is_some_and(|b| !b.fenced) {
+        image.controller_id
+    } else {
+        image.live_brokers().next().map_or(node, |b| b.id)
+    };
     let body = MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(node))
-            .with_host(StrBytes::from_string(advertise.ip().to_string()))
-            .with_port(i32::from(advertise.port()))])
+        .with_brokers(brokers)
         .with_cluster_id((v >= 2).then(|| StrBytes::from_string(c.cluster_id.clone())))
-        .with_controller_id(BrokerId(if v >= 1 { node } else { -1 }))
+        .with_controller_id(BrokerId(if v >= 1 { controller } else { -1 }))
         .with_topics(topics);
     reply(frame, &body)
 }

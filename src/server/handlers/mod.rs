@@ -22,6 +22,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 
@@ -57,6 +58,7 @@ pub enum Decoded {
     DescribeGroups(messages::DescribeGroupsRequest),
     DeleteGroups(messages::DeleteGroupsRequest),
     OffsetDelete(messages::OffsetDeleteRequest),
+    OffsetForLeaderEpoch(messages::OffsetForLeaderEpochRequest),
 }
 
 /// Decodes the body of a request whose API and version are supported.
@@ -83,6 +85,7 @@ pub fn decode_request(frame: &RequestFrame) -> anyhow::Result<Decoded> {
         api::DESCRIBE_GROUPS => Decoded::DescribeGroups(decode(frame)?),
         api::DELETE_GROUPS => Decoded::DeleteGroups(decode(frame)?),
         api::OFFSET_DELETE => Decoded::OffsetDelete(decode(frame)?),
+        api::OFFSET_FOR_LEADER_EPOCH => Decoded::OffsetForLeaderEpoch(decode(frame)?),
         other => anyhow::bail!("api {other} reached decode unadvertised"),
     })
 }
@@ -110,6 +113,7 @@ pub async fn dispatch(frame: RequestFrame, req: Decoded, peer: &str) -> Response
         Decoded::DescribeGroups(r) => describe_groups::handle(&frame, r).await,
         Decoded::DeleteGroups(r) => delete_groups::handle(&frame, r).await,
         Decoded::OffsetDelete(r) => offset_delete::handle(&frame, r).await,
+        Decoded::OffsetForLeaderEpoch(r) => offset_for_leader_epoch::handle(&frame, r).await,
     };
     match result {
         Ok(r) => r,
@@ -144,11 +148,12 @@ pub fn error_code(e: &PartitionError) -> i16 {
             ResponseError::KafkaStorageError.code()
         }
         PartitionError::Storage(StorageError::Io(_)) => ResponseError::KafkaStorageError.code(),
-        PartitionError::Storage(StorageError::Producer(code)) => *code,
         PartitionError::Storage(StorageError::NonContiguous { .. }) => {
-            ResponseError::KafkaStorageError.code()
+            ResponseError::OffsetOutOfRange.code()
         }
+        PartitionError::Storage(StorageError::Producer(code)) => *code,
         PartitionError::ShardGone => ResponseError::NotLeaderOrFollower.code(),
+        PartitionError::Code(code, _) => *code,
     }
 }
 
@@ -158,6 +163,17 @@ pub enum PartitionError {
     UnknownTopicOrPartition,
     Storage(StorageError),
     ShardGone,
+    /// A Kafka error code from the replication layer, with a message.
+    Code(i16, Option<String>),
+}
+
+impl From<crate::replication::ReplicaError> for PartitionError {
+    fn from(e: crate::replication::ReplicaError) -> Self {
+        match e {
+            crate::replication::ReplicaError::Code(c, m) => PartitionError::Code(c, m),
+            crate::replication::ReplicaError::Storage(s) => PartitionError::Storage(s),
+        }
+    }
 }
 
 impl From<StorageError> for PartitionError {

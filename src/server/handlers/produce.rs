@@ -1,8 +1,9 @@
 //! Produce: validate each partition's batches on the connection's shard
-//! (size, magic, CRC), then append on the owning shard. acks=1 answers once
-//! the bytes are written; acks=all also waits for the topic's durability
-//! (fsync with group commit unless `flush.on.ack.all=false`); acks=0 sends
-//! nothing back.
+//! (size, magic, CRC), then append on the owning shard, which must be the
+//! partition leader. acks=1 answers once the bytes are written; acks=all
+//! also waits for the topic's durability (fsync with group commit unless
+//! `flush.on.ack.all=false`) and for the high watermark to cover the batch
+//! (every ISR member has it); acks=0 sends nothing back.
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -12,6 +13,7 @@ use super::{error_code, reply, PartitionError};
 use crate::model::{PartitionId, TopicPartition};
 use crate::protocol::batch::{self, BatchError};
 use crate::protocol::{RequestFrame, ResponseError, StrBytes};
+use crate::replication::{self, Acks};
 use crate::runtime::run_on;
 use crate::server::connection::Response;
 use crate::server::context::ctx;
@@ -26,6 +28,7 @@ struct PartOut {
 
 pub async fn handle(frame: &RequestFrame, req: ProduceRequest) -> anyhow::Result<Response> {
     let acks = req.acks;
+    let timeout = std::time::Duration::from_millis(req.timeout_ms.clamp(0, 3_600_000) as u64);
     let version = frame.api_version;
     let c = ctx();
     let mut topics_out = Vec::with_capacity(req.topic_data.len());
@@ -75,12 +78,9 @@ pub async fn handle(frame: &RequestFrame, req: ProduceRequest) -> anyhow::Result
                 partition: PartitionId(index),
             };
             let owner = c.owner(&name, index);
-            let wait_durable = acks == -1 && meta.config.flush_on_ack_all;
+            let acks = Acks::from_kafka(acks).expect("checked above");
             waits.push(futures::future::Either::Right(async move {
-                let r = run_on(owner, move || {
-                    append_local(tp, records, spans, wait_durable)
-                })
-                .await;
+                let r = run_on(owner, move || append_local(tp, records, spans, acks, timeout)).await;
                 let r = r.map_err(PartitionError::from).and_then(|x| x);
                 match r {
                     Ok((a, log_start)) => PartOut {
@@ -92,7 +92,10 @@ pub async fn handle(frame: &RequestFrame, req: ProduceRequest) -> anyhow::Result
                     Err(e) => PartOut {
                         index,
                         result: Err(error_code(&e)),
-                        message: Some(format!("{e:?}")),
+                        message: Some(match e {
+                            PartitionError::Code(_, Some(m)) => m,
+                            e => format!("{e:?}"),
+                        }),
                         log_start: -1,
                     },
                 }
@@ -141,19 +144,17 @@ pub async fn handle(frame: &RequestFrame, req: ProduceRequest) -> anyhow::Result
     reply(frame, &ProduceResponse::default().with_responses(responses))
 }
 
-/// Runs on the owning shard.
+/// Runs on the owning shard (the partition leader).
 async fn append_local(
     tp: TopicPartition,
     records: Bytes,
     spans: Vec<batch::BatchSpan>,
-    wait_durable: bool,
+    acks: Acks,
+    timeout: std::time::Duration,
 ) -> Result<(Appended, i64), PartitionError> {
-    let log = ctx()
+    let appended = replication::append_leader(&tp, records, spans, acks, timeout).await?;
+    let log_start = ctx()
         .partition(&tp)
-        .ok_or(PartitionError::UnknownTopicOrPartition)?;
-    let appended = log.append(records, spans).await?;
-    if wait_durable {
-        log.sync_to(appended.last_offset + 1).await?;
-    }
-    Ok((appended, log.log_start_offset()))
+        .map_or(-1, |l| l.log_start_offset());
+    Ok((appended, log_start))
 }
