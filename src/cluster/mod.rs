@@ -2,4 +2,6 @@
 //! writer (shard 0) changes it and persists it, every shard holds a
 //! read-only copy that the writer replaces by broadcast.
 
+pub mod controller;
+pub mod metadata;
 pub mod topics;
