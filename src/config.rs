@@ -50,7 +50,10 @@ pub const TOPIC_PROPERTIES: &[(&str, &str)] = &[
     ("flush.on.ack.all", "log.flush.on.ack.all"),
     ("compression.type", "compression.type"),
     ("min.insync.replicas", "min.insync.replicas"),
-    ("unclean.leader.election.enable", "unclean.leader.election.enable"),
+    (
+        "unclean.leader.election.enable",
+        "unclean.leader.election.enable",
+    ),
 ];
 
 /// Broker properties with their defaults (Kafka's where Kafka has one).

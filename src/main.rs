@@ -119,10 +119,7 @@ fn main() -> anyhow::Result<()> {
             let cfg =
                 BrokerConfig::load(listen, advertise, data_dir, cores, config.as_deref(), &set)?;
             let roles = Roles::parse(&roles)?;
-            let voters = controller_voters
-                .as_deref()
-                .map(parse_voters)
-                .transpose()?;
+            let voters = controller_voters.as_deref().map(parse_voters).transpose()?;
             serve(cfg, roles, voters, controller_listen)
         }
         Command::Groups {
@@ -177,7 +174,10 @@ fn parse_voters(s: &str) -> anyhow::Result<Vec<(i32, SocketAddr)>> {
                 .with_context(|| format!("--controller-voters: bad address {addr:?}"))?
                 .next()
                 .with_context(|| format!("--controller-voters: {addr:?} resolves to nothing"))?;
-            Ok((id.parse().context("--controller-voters: bad node id")?, addr))
+            Ok((
+                id.parse().context("--controller-voters: bad node id")?,
+                addr,
+            ))
         })
         .collect::<anyhow::Result<_>>()?;
     anyhow::ensure!(!voters.is_empty(), "--controller-voters is empty");

@@ -304,15 +304,15 @@ fn every_advertised_version_answers_in_its_own_format() {
     });
     covered += roundtrip(&b, &table, |v| {
         OffsetForLeaderEpochRequest::default().with_topics(vec![
-                offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
-                    .with_topic(topic_name("every"))
-                    .with_partitions(vec![
-                        offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
-                            .with_partition(0)
-                            .with_current_leader_epoch(if v >= 2 { 0 } else { -1 })
-                            .with_leader_epoch(0),
-                    ]),
-            ])
+            offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                .with_topic(topic_name("every"))
+                .with_partitions(vec![
+                    offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                        .with_partition(0)
+                        .with_current_leader_epoch(if v >= 2 { 0 } else { -1 })
+                        .with_leader_epoch(0),
+                ]),
+        ])
     });
     assert!(covered > 60, "covered only {covered} api versions");
 }

@@ -52,7 +52,9 @@ pub struct TopicImage {
 }
 
 /// The whole metadata state at one point of the metadata log.
-#[derive(Clone, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub struct MetadataImage {
     /// The metadata log index this image reflects (monotonic).
     pub version: u64,

@@ -127,7 +127,11 @@ pub fn encode_request<T: Encodable>(
 
 /// Splits a response frame (without its size prefix) into correlation id
 /// and decoded body.
-pub fn decode_response<T: Decodable>(api_key: i16, version: i16, mut frame: Bytes) -> Result<(i32, T)> {
+pub fn decode_response<T: Decodable>(
+    api_key: i16,
+    version: i16,
+    mut frame: Bytes,
+) -> Result<(i32, T)> {
     let key = ApiKey::try_from(api_key).map_err(|_| anyhow!("unknown api key {api_key}"))?;
     let header = ResponseHeader::decode(&mut frame, key.response_header_version(version))?;
     let body = T::decode(&mut frame, version)?;

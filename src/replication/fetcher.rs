@@ -101,15 +101,12 @@ async fn truncate(
     let mut no_epoch = Vec::new();
     for (r, epoch, _) in &todo {
         match r.log.latest_epoch() {
-            Some(mine) => by_topic
-                .entry(r.log.tp.topic.clone())
-                .or_default()
-                .push(
-                    OffsetForLeaderPartition::default()
-                        .with_partition(r.log.tp.partition.0)
-                        .with_current_leader_epoch(*epoch)
-                        .with_leader_epoch(mine),
-                ),
+            Some(mine) => by_topic.entry(r.log.tp.topic.clone()).or_default().push(
+                OffsetForLeaderPartition::default()
+                    .with_partition(r.log.tp.partition.0)
+                    .with_current_leader_epoch(*epoch)
+                    .with_leader_epoch(mine),
+            ),
             None => no_epoch.push((r.clone(), *epoch)),
         }
     }
@@ -192,18 +189,15 @@ async fn fetch(c: &mut PeerConn, leader: i32, parts: &[(Rc<Replica>, i32, bool)]
     let m = manager();
     let mut by_topic: HashMap<String, Vec<FetchPartition>> = HashMap::new();
     for (r, epoch, _) in parts {
-        by_topic
-            .entry(r.log.tp.topic.clone())
-            .or_default()
-            .push(
-                FetchPartition::default()
-                    .with_partition(r.log.tp.partition.0)
-                    .with_current_leader_epoch(*epoch)
-                    .with_fetch_offset(r.log.log_end_offset())
-                    .with_last_fetched_epoch(-1)
-                    .with_log_start_offset(r.log.log_start_offset())
-                    .with_partition_max_bytes(m.config.fetch_max_bytes),
-            );
+        by_topic.entry(r.log.tp.topic.clone()).or_default().push(
+            FetchPartition::default()
+                .with_partition(r.log.tp.partition.0)
+                .with_current_leader_epoch(*epoch)
+                .with_fetch_offset(r.log.log_end_offset())
+                .with_last_fetched_epoch(-1)
+                .with_log_start_offset(r.log.log_start_offset())
+                .with_partition_max_bytes(m.config.fetch_max_bytes),
+        );
     }
     let req = FetchRequest::default()
         .with_replica_id(BrokerId(m.node_id()))
@@ -225,7 +219,12 @@ async fn fetch(c: &mut PeerConn, leader: i32, parts: &[(Rc<Replica>, i32, bool)]
         );
     let wait = Duration::from_millis(m.config.fetch_wait_max_ms.max(0) as u64);
     let resp: FetchResponse = c
-        .call(api::FETCH, FETCH_VERSION, &req, wait + Duration::from_secs(10))
+        .call(
+            api::FETCH,
+            FETCH_VERSION,
+            &req,
+            wait + Duration::from_secs(10),
+        )
         .await?;
     let mut normal = resp.error_code == 0;
     for t in resp.responses {
@@ -246,7 +245,9 @@ async fn fetch(c: &mut PeerConn, leader: i32, parts: &[(Rc<Replica>, i32, bool)]
                     let leo = r.log.log_end_offset();
                     if p.log_start_offset > leo {
                         tracing::info!(partition = %tp, leo, leader_log_start = p.log_start_offset, "follower is behind the leader's log start: starting over");
-                        r.log.truncate_fully_and_start_at(p.log_start_offset).await?;
+                        r.log
+                            .truncate_fully_and_start_at(p.log_start_offset)
+                            .await?;
                     } else {
                         r.set_needs_truncation();
                     }

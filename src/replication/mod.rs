@@ -361,11 +361,7 @@ impl ReplicaManager {
                 let out: Vec<i32> = isr
                     .iter()
                     .copied()
-                    .filter(|id| {
-                        peers
-                            .get(id)
-                            .is_some_and(|p| now - p.caught_up_ms > lag)
-                    })
+                    .filter(|id| peers.get(id).is_some_and(|p| now - p.caught_up_ms > lag))
                     .collect();
                 if out.is_empty() {
                     continue;

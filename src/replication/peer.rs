@@ -23,7 +23,10 @@ pub struct PeerConn {
 }
 
 /// Runs `fut`, or fails after `limit`.
-pub async fn within<T>(limit: Duration, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+pub async fn within<T>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
     let fut = Box::pin(fut);
     let timer = Box::pin(io::sleep(limit));
     match futures::future::select(fut, timer).await {

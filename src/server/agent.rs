@@ -6,6 +6,7 @@
 //! no shard ever blocks on the network.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +34,8 @@ pub async fn controller_call<T: Send + 'static>(
             let _ = tx.send(f(&client));
         })
         .expect("spawning a controller call thread");
-    rx.await.expect("controller call thread ended without an answer")
+    rx.await
+        .expect("controller call thread ended without an answer")
 }
 
 /// AlterPartition through the controller, for the replica manager.
@@ -147,14 +149,24 @@ pub async fn apply_images(mut rx: mpsc::UnboundedReceiver<MetadataImage>) {
                 return;
             }
         }
+        APPLIED_EVERYWHERE.fetch_max(image.version, Ordering::SeqCst);
     }
 }
 
-/// Waits until this shard's image has reached `version` (a change the
+/// The newest image version every shard has applied (written by shard 0
+/// after each broadcast; read by handlers waiting for their change).
+static APPLIED_EVERYWHERE: AtomicU64 = AtomicU64::new(0);
+
+/// The newest image version every shard has applied.
+pub fn applied_everywhere() -> u64 {
+    APPLIED_EVERYWHERE.load(Ordering::SeqCst)
+}
+
+/// Waits until every shard's image has reached `version` (a change the
 /// controller committed), for at most `limit`.
 pub async fn wait_for_version(version: u64, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
-    while ctx().image().version < version {
+    while APPLIED_EVERYWHERE.load(Ordering::SeqCst) < version {
         if Instant::now() >= deadline {
             return false;
         }
@@ -210,5 +222,8 @@ pub async fn import_topic_table() {
     if let Err(e) = std::fs::rename(&path, &done) {
         tracing::warn!(error = %e, "renaming the imported topic table failed");
     }
-    tracing::info!(topics = n, "imported the single-node topic table into the metadata log");
+    tracing::info!(
+        topics = n,
+        "imported the single-node topic table into the metadata log"
+    );
 }

@@ -55,13 +55,13 @@ pub async fn shard_main(
     // Serve clients only once this broker knows the cluster (Kafka's
     // brokers also wait for the metadata log before listening).
     let mut waited = 0u32;
-    while c.image().version == 0 {
+    while agent::applied_everywhere() == 0 {
         if runtime::shutting_down() {
             return Ok(());
         }
         io::sleep(Duration::from_millis(10)).await;
         waited += 1;
-        if waited % 500 == 0 && shard.0 == 0 {
+        if waited.is_multiple_of(500) && shard.0 == 0 {
             tracing::info!("waiting for the controller quorum");
         }
     }

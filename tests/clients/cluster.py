@@ -549,7 +549,9 @@ class AckedProducer:
         """Stops producing and flushes; returns the number still undelivered."""
         self._stop.set()
         self.thread.join(10)
-        return self.p.flush(flush_timeout)
+        left = self.p.flush(flush_timeout)
+        self.p = None  # destroy it now (a failed test's traceback would keep it reconnecting)
+        return left
 
 
 def consume_all(bootstrap: str, topic: str, partitions: int, timeout: float = 60.0,

@@ -218,6 +218,10 @@ def test_killed_leader_truncates_catches_up_and_preferred_leaders_return(cluster
     # a divergent tail on the victim only
     for i in others:
         cluster.sigstop(i)
+    # a Fetch the followers sent just before they froze is answered within
+    # replica.fetch.wait.max.ms (200 ms) into their socket buffers, and they
+    # would append whatever it carried after SIGCONT; wait so none is pending
+    time.sleep(0.6)
     victim_nd = cluster.node(victim)
     p1 = Producer({"bootstrap.servers": victim_nd.bootstrap, "acks": 1, "retries": 0,
                    "enable.idempotence": False, "message.timeout.ms": 5000, "linger.ms": 0})
@@ -360,6 +364,8 @@ def test_consumer_group_survives_coordinator_sigkill(cluster):
     def have_all():
         return all(set(seen[p]) >= acked[p] for p in range(P))
 
+    last_seen: list = []  # what list_consumer_group_offsets said while waiting
+
     try:
         pump(have_all, 30, "first 300 records")
         assert sum(len(v) for v in acked.values()) == 300
@@ -372,12 +378,22 @@ def test_consumer_group_survives_coordinator_sigkill(cluster):
         produce(100, b"b")
         pump(have_all, 45, "records produced after the coordinator died")
 
+        want = {p: 200 for p in range(P)}
+
         def final_commit():
             c.consume(10, timeout=0.1)
-            c.commit(asynchronous=False)
-            return committed_offsets(cluster.bootstrap, group, topic, P) == {p: 200 for p in range(P)}
+            try:
+                c.commit(asynchronous=False)
+            except KafkaException as e:
+                if e.args[0].code() != KafkaError._NO_OFFSET:  # _NO_OFFSET: nothing new to commit
+                    raise
+            last_seen.append(committed_offsets(cluster.bootstrap, group, topic, P))
+            return last_seen[-1] == want
 
-        wait_for(final_commit, 30, "a synchronous commit of offset 200 on every partition")
+        try:
+            wait_for(final_commit, 30, "a synchronous commit of offset 200 on every partition")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; committed offsets last listed: {last_seen[-1:]}") from None
         new_coord = describe_group(cluster.bootstrap, group).coordinator.id
         assert new_coord != coord and new_coord in {nd.node_id for nd in cluster.live()}
     finally:

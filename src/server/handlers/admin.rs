@@ -136,9 +136,11 @@ pub async fn change_topics(
         let r = controller_call(move |c| c.create_partitions(reqs, validate_only)).await;
         settle(idx, r);
     }
-    if version > 0 && !validate_only && !wait_for_version(version, Duration::from_secs(10)).await
-    {
-        tracing::warn!(version, "metadata change committed but not yet seen by this broker");
+    if version > 0 && !validate_only && !wait_for_version(version, Duration::from_secs(10)).await {
+        tracing::warn!(
+            version,
+            "metadata change committed but not yet seen by this broker"
+        );
     }
     results
         .into_iter()

@@ -132,10 +132,9 @@ async fn read_all(wants: &[Want], max_bytes: u64, replica_id: i32) -> Vec<Got> {
             if !known {
                 return Err(PartitionError::UnknownTopicOrPartition);
             }
-            run_on(
-                owner,
-                move || async move { read_local(&tp, offset, part_max, replica_id, epoch) },
-            )
+            run_on(owner, move || async move {
+                read_local(&tp, offset, part_max, replica_id, epoch)
+            })
             .await
             .map_err(PartitionError::from)
             .and_then(|r| r)

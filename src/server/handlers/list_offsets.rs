@@ -29,7 +29,11 @@ pub async fn handle(frame: &RequestFrame, req: ListOffsetsRequest) -> anyhow::Re
         let lookups = t.partitions.iter().map(|p| {
             let index = p.partition_index;
             let ts = p.timestamp;
-            let current_epoch = if version >= 4 { p.current_leader_epoch } else { -1 };
+            let current_epoch = if version >= 4 {
+                p.current_leader_epoch
+            } else {
+                -1
+            };
             let tp = TopicPartition {
                 topic: name.clone(),
                 partition: PartitionId(index),

@@ -72,10 +72,7 @@ pub async fn handle(frame: &RequestFrame, req: MetadataRequest) -> anyhow::Resul
                     .copied()
                     .filter(|r| image.brokers.get(r).is_none_or(|b| b.fenced))
                     .collect();
-                let leader_live = image
-                    .brokers
-                    .get(&st.leader)
-                    .is_some_and(|b| !b.fenced);
+                let leader_live = image.brokers.get(&st.leader).is_some_and(|b| !b.fenced);
                 let mut out = MetadataResponsePartition::default()
                     .with_partition_index(p as i32)
                     .with_leader_id(BrokerId(if leader_live { st.leader } else { -1 }))
@@ -111,7 +108,11 @@ pub async fn handle(frame: &RequestFrame, req: MetadataRequest) -> anyhow::Resul
         .collect();
     // Clients cannot reach a controller-only node; as Kafka's KRaft
     // brokers do, name a live broker (the controller's own when it is one).
-    let controller = if image.brokers.get(&image.controller_id).is_some_and(|b| !b.fenced) {
+    let controller = if image
+        .brokers
+        .get(&image.controller_id)
+        .is_some_and(|b| !b.fenced)
+    {
         image.controller_id
     } else {
         image.live_brokers().next().map_or(node, |b| b.id)

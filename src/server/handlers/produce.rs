@@ -80,7 +80,10 @@ pub async fn handle(frame: &RequestFrame, req: ProduceRequest) -> anyhow::Result
             let owner = c.owner(&name, index);
             let acks = Acks::from_kafka(acks).expect("checked above");
             waits.push(futures::future::Either::Right(async move {
-                let r = run_on(owner, move || append_local(tp, records, spans, acks, timeout)).await;
+                let r = run_on(owner, move || {
+                    append_local(tp, records, spans, acks, timeout)
+                })
+                .await;
                 let r = r.map_err(PartitionError::from).and_then(|x| x);
                 match r {
                     Ok((a, log_start)) => PartOut {
@@ -153,8 +156,6 @@ async fn append_local(
     timeout: std::time::Duration,
 ) -> Result<(Appended, i64), PartitionError> {
     let appended = replication::append_leader(&tp, records, spans, acks, timeout).await?;
-    let log_start = ctx()
-        .partition(&tp)
-        .map_or(-1, |l| l.log_start_offset());
+    let log_start = ctx().partition(&tp).map_or(-1, |l| l.log_start_offset());
     Ok((appended, log_start))
 }
