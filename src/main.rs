@@ -118,6 +118,11 @@ fn main() -> anyhow::Result<()> {
             }
             let cfg =
                 BrokerConfig::load(listen, advertise, data_dir, cores, config.as_deref(), &set)?;
+            anyhow::ensure!(
+                (0..1 << 22).contains(&cfg.node_id),
+                "node id must be between 0 and {} (producer ids embed it)",
+                (1 << 22) - 1
+            );
             let roles = Roles::parse(&roles)?;
             let voters = controller_voters.as_deref().map(parse_voters).transpose()?;
             serve(cfg, roles, voters, controller_listen)

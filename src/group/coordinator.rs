@@ -180,7 +180,9 @@ impl GroupCoordinator {
     /// Takes ownership of a `__consumer_offsets` partition and replays it.
     pub fn load_partition(&self, partition: i32, log: Rc<PartitionLog>) -> Result<(), String> {
         let mut offset = log.log_start_offset();
-        let end = log.high_watermark();
+        // A new leader has everything to its log end (the high watermark
+        // may still be catching up to it).
+        let end = log.log_end_offset();
         let mut applied = 0usize;
         while offset < end {
             let Some(slice) = log

@@ -1,6 +1,7 @@
 //! InitProducerId for idempotent producers: shard 0 hands out producer ids
 //! from blocks reserved in `producer-id-block` (written before any id of a
-//! block is used, so ids are never reused after a crash). A producer that
+//! block is used, so ids are never reused after a crash), in a range of its
+//! own per broker so ids are unique across the cluster. A producer that
 //! passes its current id and epoch (v3+, KIP-360) gets the epoch bumped.
 //! Transactional ids are not supported yet: COORDINATOR_NOT_AVAILABLE.
 
@@ -44,7 +45,15 @@ fn allocate() -> Result<i64, String> {
             .map_err(|e| e.to_string())?;
     }
     IDS.with(|c| c.set((next + 1, end)));
-    Ok(next)
+    Ok(cluster_unique(ctx().config.node_id, next))
+}
+
+/// Each broker allocates from its own range: the node id in the high bits,
+/// the broker's own counter in the low 40, so no two brokers of a cluster
+/// ever hand out the same producer id (node ids are below 2^22, checked at
+/// startup).
+fn cluster_unique(node_id: i32, local: i64) -> i64 {
+    (i64::from(node_id) << 40) | (local & ((1 << 40) - 1))
 }
 
 pub async fn handle(frame: &RequestFrame, req: InitProducerIdRequest) -> anyhow::Result<Response> {
