@@ -28,6 +28,9 @@ pub struct ShardContext {
     /// The controller quorum, for topic changes and ISR changes.
     pub controller: Arc<ControllerClient>,
     partitions: RefCell<HashMap<TopicPartition, Rc<PartitionLog>>>,
+    /// The topic id each open partition belongs to (a topic deleted and
+    /// recreated under the same name is a different topic).
+    partition_topic_ids: RefCell<HashMap<TopicPartition, u128>>,
     pub connections: Cell<usize>,
     pub sendfile_bytes: Cell<u64>,
     pub copied_bytes: Cell<u64>,
@@ -58,6 +61,7 @@ impl ShardContext {
             image: RefCell::new(Arc::new(MetadataImage::default())),
             controller,
             partitions: RefCell::new(HashMap::new()),
+            partition_topic_ids: RefCell::new(HashMap::new()),
             connections: Cell::new(0),
             sendfile_bytes: Cell::new(0),
             copied_bytes: Cell::new(0),
@@ -133,9 +137,12 @@ impl ShardContext {
             .borrow()
             .keys()
             .filter(|tp| {
-                image
-                    .partition(&tp.topic, tp.partition.0)
-                    .is_none_or(|p| !p.replicas.contains(&me))
+                let recreated = image.topics.get(&tp.topic).map(|t| t.id)
+                    != self.partition_topic_ids.borrow().get(*tp).copied();
+                recreated
+                    || image
+                        .partition(&tp.topic, tp.partition.0)
+                        .is_none_or(|p| !p.replicas.contains(&me))
             })
             .cloned()
             .collect();
@@ -144,6 +151,7 @@ impl ShardContext {
             if tp.topic == group::OFFSETS_TOPIC {
                 group::coordinator().unload_partition(tp.partition.0);
             }
+            self.partition_topic_ids.borrow_mut().remove(&tp);
             if let Some(log) = self.partitions.borrow_mut().remove(&tp) {
                 log.delete()?;
                 tracing::info!(partition = %tp, "deleted partition");
@@ -173,6 +181,9 @@ impl ShardContext {
                             .await
                             .map_err(|e| anyhow::anyhow!("opening {tp}: {e}"))?;
                         self.partitions.borrow_mut().insert(tp.clone(), log.clone());
+                        self.partition_topic_ids
+                            .borrow_mut()
+                            .insert(tp.clone(), ti.id);
                         log
                     }
                 };
