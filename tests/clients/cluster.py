@@ -570,8 +570,11 @@ def consume_all(bootstrap: str, topic: str, partitions: int, timeout: float = 60
     try:
         ends = {}
         for p in range(partitions):
-            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            ends[p] = hi
+            # retried: a leader change (e.g. preferred-leader election) makes
+            # librdkafka's ListOffsets fail once with NOT_LEADER_FOR_PARTITION
+            ends[p] = wait_for(
+                lambda: c.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1] + 1,
+                20, f"{topic}-{p} high watermark", interval=0.3) - 1
         c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
         out: dict[int, list] = {p: [] for p in range(partitions)}
         nxt = {p: 0 for p in range(partitions)}
