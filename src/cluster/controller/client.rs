@@ -18,6 +18,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Extra time a long poll gets beyond its wait.
 const FETCH_SLACK: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Longest wait for one voter's answer before trying the next.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Pause when no voter knows a leader (an election is running).
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Idle connections kept per client.
@@ -71,7 +73,7 @@ impl ControllerClient {
             known_version,
             wait_ms: wait.as_millis() as u64,
         };
-        match self.call(req, wait + FETCH_SLACK)? {
+        match self.call_with(req, wait + FETCH_SLACK, wait + ATTEMPT_TIMEOUT / 2)? {
             Response::Metadata(m) => Ok(m),
             other => anyhow::bail!("unexpected controller reply {other:?}"),
         }
@@ -125,6 +127,18 @@ impl ControllerClient {
     /// Sends `req` to the right voter, following leader hints and moving
     /// on from unreachable voters, until `timeout` passes.
     fn call(&self, req: Request, timeout: Duration) -> anyhow::Result<Response> {
+        self.call_with(req, timeout, ATTEMPT_TIMEOUT)
+    }
+
+    /// `call`, with each attempt on one voter bounded by `attempt`: a voter
+    /// whose process is stopped still accepts connections (the kernel does)
+    /// but never answers, and must not eat the whole deadline.
+    fn call_with(
+        &self,
+        req: Request,
+        timeout: Duration,
+        attempt: Duration,
+    ) -> anyhow::Result<Response> {
         let deadline = Instant::now() + timeout;
         let needs_leader = req.needs_leader();
         let n = self.inner.voters.len();
@@ -137,7 +151,8 @@ impl ControllerClient {
         let mut last_error = String::from("no attempt made");
         let mut misses = 0usize;
         while Instant::now() < deadline {
-            match self.exchange(target, &payload, deadline) {
+            let attempt_deadline = deadline.min(Instant::now() + attempt);
+            match self.exchange(target, &payload, attempt_deadline) {
                 Ok(Response::NotLeader { leader }) => {
                     last_error = format!("voter {} is not the leader", self.inner.voters[target].0);
                     match self.inner.voters.iter().position(|(id, _)| *id == leader) {
@@ -164,6 +179,13 @@ impl ControllerClient {
                 Err(e) => {
                     last_error = format!("voter {}: {e:#}", self.inner.voters[target].0);
                     target = (target + 1) % n;
+                    // The next call starts from a voter that may answer.
+                    let slot = if needs_leader {
+                        &self.inner.leader
+                    } else {
+                        &self.inner.reader
+                    };
+                    *slot.lock().expect("client lock") = target;
                     misses += 1;
                     if misses.is_multiple_of(n) {
                         std::thread::sleep(RETRY_PAUSE);
