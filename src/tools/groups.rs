@@ -8,24 +8,63 @@ use anyhow::{bail, Result};
 use bytes::Buf;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{
-    ApiKey, ConsumerProtocolAssignment, DescribeGroupsRequest, DescribeGroupsResponse, GroupId,
-    ListGroupsRequest, ListGroupsResponse, ListOffsetsRequest, ListOffsetsResponse,
+    ApiKey, ConsumerProtocolAssignment, DescribeGroupsRequest, DescribeGroupsResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, GroupId, ListGroupsRequest,
+    ListGroupsResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
     OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use super::client::Client;
 
+/// Every broker of the cluster (id -> host:port) and the leader of every
+/// partition, from one Metadata request.
+struct ClusterView {
+    brokers: BTreeMap<i32, String>,
+    leaders: BTreeMap<(String, i32), i32>,
+}
+
+fn cluster_view(c: &mut Client) -> Result<ClusterView> {
+    let m: MetadataResponse = c.call(
+        ApiKey::Metadata,
+        9,
+        &MetadataRequest::default().with_topics(None),
+    )?;
+    Ok(ClusterView {
+        brokers: m
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
+            .collect(),
+        leaders: m
+            .topics
+            .iter()
+            .flat_map(|t| {
+                let name = t.name.as_ref().map_or(String::new(), |n| n.0.to_string());
+                t.partitions
+                    .iter()
+                    .map(move |p| ((name.clone(), p.partition_index), p.leader_id.0))
+            })
+            .collect(),
+    })
+}
+
+/// Groups of every broker (each broker lists the groups it coordinates).
 pub fn list(bootstrap: &str) -> Result<String> {
     let mut c = Client::connect(bootstrap)?;
-    let r: ListGroupsResponse = c.call(ApiKey::ListGroups, 4, &ListGroupsRequest::default())?;
-    if r.error_code != 0 {
-        bail!("ListGroups failed with error {}", r.error_code);
+    let view = cluster_view(&mut c)?;
+    let mut groups = Vec::new();
+    for addr in view.brokers.values() {
+        let mut b = Client::connect(addr)?;
+        let r: ListGroupsResponse = b.call(ApiKey::ListGroups, 4, &ListGroupsRequest::default())?;
+        if r.error_code != 0 {
+            bail!("ListGroups on {addr} failed with error {}", r.error_code);
+        }
+        groups.extend(r.groups);
     }
     let mut out = format!("{:<40} {:<20} {}\n", "GROUP", "STATE", "PROTOCOL-TYPE");
-    let mut groups: Vec<_> = r.groups.iter().collect();
     groups.sort_by(|a, b| a.group_id.0.as_str().cmp(b.group_id.0.as_str()));
-    for g in groups {
+    for g in &groups {
         out.push_str(&format!(
             "{:<40} {:<20} {}\n",
             g.group_id.0.as_str(),
@@ -44,7 +83,17 @@ struct Row {
 }
 
 pub fn describe(bootstrap: &str, group: &str) -> Result<String> {
-    let mut c = Client::connect(bootstrap)?;
+    let mut boot = Client::connect(bootstrap)?;
+    let view = cluster_view(&mut boot)?;
+    let fc: FindCoordinatorResponse = boot.call(
+        ApiKey::FindCoordinator,
+        3,
+        &FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.to_string())),
+    )?;
+    if fc.error_code != 0 {
+        bail!("FindCoordinator failed with error {}", fc.error_code);
+    }
+    let mut c = Client::connect(&format!("{}:{}", fc.host.as_str(), fc.port))?;
     let gid = GroupId(StrBytes::from_string(group.to_string()));
     let d: DescribeGroupsResponse = c.call(
         ApiKey::DescribeGroups,
@@ -110,7 +159,24 @@ pub fn describe(bootstrap: &str, group: &str) -> Result<String> {
     for (t, p) in rows.keys() {
         by_topic.entry(t.clone()).or_default().push(*p);
     }
-    if !by_topic.is_empty() {
+    // Log end offsets come from each partition's leader.
+    let mut by_leader: BTreeMap<i32, BTreeMap<String, Vec<i32>>> = BTreeMap::new();
+    for (t, ps) in &by_topic {
+        for p in ps {
+            let leader = view.leaders.get(&(t.clone(), *p)).copied().unwrap_or(-1);
+            by_leader
+                .entry(leader)
+                .or_default()
+                .entry(t.clone())
+                .or_default()
+                .push(*p);
+        }
+    }
+    for (leader, by_topic) in by_leader {
+        let Some(addr) = view.brokers.get(&leader) else {
+            continue;
+        };
+        let mut c = Client::connect(addr)?;
         let req = ListOffsetsRequest::default()
             .with_replica_id(kafka_protocol::messages::BrokerId(-1))
             .with_topics(
