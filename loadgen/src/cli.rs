@@ -57,6 +57,9 @@ pub struct TargetArgs {
     /// Create the topic with this many partitions first (an existing topic is kept).
     #[arg(long)]
     pub create_partitions: Option<i32>,
+    /// Replication factor for creation (default: the broker's default.replication.factor).
+    #[arg(long)]
+    pub replication_factor: Option<i16>,
     /// Topic config for creation, KEY=VALUE (repeatable).
     #[arg(long = "topic-config")]
     pub topic_config: Vec<String>,
@@ -68,6 +71,7 @@ impl TargetArgs {
             brokers: self.brokers.clone(),
             topic: self.topic.clone(),
             create_partitions: self.create_partitions,
+            replication_factor: self.replication_factor,
             topic_configs: parse_kv(&self.topic_config)?,
         })
     }

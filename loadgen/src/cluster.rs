@@ -51,27 +51,26 @@ pub fn bootstrap(brokers: &str) -> Result<Conn> {
     Err(last.unwrap_or_else(|| anyhow::anyhow!("--brokers is empty")))
 }
 
-/// Creates `topic` with `partitions` (an existing topic is fine).
+/// Creates `topic` with `partitions` and the broker's
+/// `default.replication.factor` (an existing topic is fine).
 pub fn create_topic(
     conn: &mut Conn,
     topic: &str,
     partitions: i32,
     configs: &[(String, String)],
 ) -> Result<()> {
-    let creatable = CreatableTopic::default()
-        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-        .with_num_partitions(partitions)
-        .with_replication_factor(-1)
-        .with_configs(
-            configs
-                .iter()
-                .map(|(k, v)| {
-                    CreatableTopicConfig::default()
-                        .with_name(StrBytes::from_string(k.clone()))
-                        .with_value(Some(StrBytes::from_string(v.clone())))
-                })
-                .collect(),
-        );
+    create_topic_rf(conn, topic, partitions, None, configs)
+}
+
+/// [`create_topic`] with a replication factor (None: the broker's default).
+pub fn create_topic_rf(
+    conn: &mut Conn,
+    topic: &str,
+    partitions: i32,
+    replication_factor: Option<i16>,
+    configs: &[(String, String)],
+) -> Result<()> {
+    let creatable = creatable_topic(topic, partitions, replication_factor, configs);
     let request = CreateTopicsRequest::default()
         .with_topics(vec![creatable])
         .with_timeout_ms(10_000);
@@ -87,6 +86,28 @@ pub fn create_topic(
         }
     }
     Ok(())
+}
+
+fn creatable_topic(
+    topic: &str,
+    partitions: i32,
+    replication_factor: Option<i16>,
+    configs: &[(String, String)],
+) -> CreatableTopic {
+    CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+        .with_num_partitions(partitions)
+        .with_replication_factor(replication_factor.unwrap_or(-1))
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(StrBytes::from_string(k.clone()))
+                        .with_value(Some(StrBytes::from_string(v.clone())))
+                })
+                .collect(),
+        )
 }
 
 /// Metadata for `topic`, retried until every partition has a leader.
@@ -204,4 +225,22 @@ pub fn delete_topic(conn: &mut Conn, topic: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creatable_topic_replication_factor() {
+        let configs = vec![("min.insync.replicas".to_string(), "2".to_string())];
+        let t = creatable_topic("t", 6, Some(3), &configs);
+        assert_eq!(t.num_partitions, 6);
+        assert_eq!(t.replication_factor, 3);
+        assert_eq!(t.configs.len(), 1);
+        assert_eq!(&*t.configs[0].name, "min.insync.replicas");
+        assert_eq!(t.configs[0].value.as_deref(), Some("2"));
+        // None: the broker's default.replication.factor
+        assert_eq!(creatable_topic("t", 1, None, &[]).replication_factor, -1);
+    }
 }

@@ -26,6 +26,8 @@ pub struct Target {
     pub topic: String,
     /// Create the topic with this many partitions first (None: use as is).
     pub create_partitions: Option<i32>,
+    /// Replication factor for creation (None: the broker's default).
+    pub replication_factor: Option<i16>,
     pub topic_configs: Vec<(String, String)>,
 }
 
@@ -33,7 +35,13 @@ impl Target {
     pub fn layout(&self) -> Result<TopicLayout> {
         let mut admin = cluster::bootstrap(&self.brokers)?;
         if let Some(n) = self.create_partitions {
-            cluster::create_topic(&mut admin, &self.topic, n, &self.topic_configs)?;
+            cluster::create_topic_rf(
+                &mut admin,
+                &self.topic,
+                n,
+                self.replication_factor,
+                &self.topic_configs,
+            )?;
         }
         cluster::topic_layout(&mut admin, &self.topic)
     }

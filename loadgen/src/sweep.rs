@@ -52,6 +52,9 @@ pub struct Scenario {
     pub topic_prefix: String,
     #[serde(default = "default_partitions")]
     pub partitions: i32,
+    /// Replication factor of each cell's topic (default: the broker's default).
+    #[serde(default)]
+    pub replication_factor: Option<i16>,
     #[serde(default)]
     pub topic_configs: BTreeMap<String, String>,
     #[serde(default = "default_warmup")]
@@ -317,6 +320,7 @@ fn run_cell(
             brokers: s.brokers.clone(),
             topic: topic.clone(),
             create_partitions: Some(s.partitions),
+            replication_factor: s.replication_factor,
             topic_configs: s.topic_configs.clone().into_iter().collect(),
         };
         let opts = ProduceOpts {
