@@ -160,27 +160,45 @@ async fn truncate(
                 continue;
             }
             let leo = r.log.log_end_offset();
-            let target = if p.end_offset < 0 {
-                r.log.high_watermark()
-            } else {
-                p.end_offset.min(leo)
-            };
+            let (target, complete) = truncation_point(&r.log, leo, p.leader_epoch, p.end_offset);
             if target < leo {
                 tracing::info!(partition = %tp, from = leo, to = target, leader, leader_epoch = p.leader_epoch, "truncating to the leader's epoch end");
                 r.log.truncate_to(target).await?;
             }
-            // Diverged further back (the leader never had our latest
-            // epoch): ask again with what is left, until nothing moves.
-            let again = r.log.latest_epoch().is_some_and(|e| e > p.leader_epoch)
-                && p.end_offset >= 0
-                && target < leo;
-            if !again {
+            // Not complete: our history diverged before the leader's epoch;
+            // ask again with what is left, until it agrees (KIP-279). A round
+            // that cuts nothing ends it, so ghost epochs cannot loop.
+            if complete || target >= leo {
                 r.set_truncated(*epoch);
             }
             progress = true;
         }
     }
     Ok(progress)
+}
+
+/// Where a follower truncates given the leader's answer (Kafka's
+/// `getOffsetTruncationState`): (offset, whether truncation is complete).
+fn truncation_point(
+    log: &crate::storage::PartitionLog,
+    leo: i64,
+    leader_epoch: i32,
+    leader_end: i64,
+) -> (i64, bool) {
+    if leader_end < 0 {
+        // The leader knows nothing of our epoch: keep what is committed.
+        return (log.high_watermark().min(leo), true);
+    }
+    if leader_epoch < 0 {
+        return (leader_end.min(leo), true);
+    }
+    match log.end_offset_for_epoch(leader_epoch) {
+        (e, _) if e < 0 => (leader_end.min(leo), true),
+        (e, end) if e == leader_epoch => (leader_end.min(end).min(leo), true),
+        // Our largest epoch at or below the leader's differs: cut to its
+        // end here and ask again.
+        (_, end) => (end.min(leo), false),
+    }
 }
 
 /// One Fetch round trip: appends what came back. Returns whether any

@@ -89,6 +89,10 @@ enum Role {
         /// This leader's log end offset when it took over.
         epoch_start: i64,
         alter_in_flight: bool,
+        /// Members of an ISR change awaiting the controller: the high
+        /// watermark counts them already ("maximal ISR", KIP-497), so an
+        /// expansion never commits a member that lacks acknowledged data.
+        pending_isr: Vec<i32>,
     },
     Follower {
         leader: i32,
@@ -251,6 +255,7 @@ impl ReplicaManager {
                         peers,
                         epoch_start: replica.log.log_end_offset(),
                         alter_in_flight: false,
+                        pending_isr: Vec::new(),
                     };
                 }
             }
@@ -380,10 +385,13 @@ impl ReplicaManager {
 
     fn propose_isr(&self, r: Rc<Replica>, change: IsrChange) {
         if let Role::Leader {
-            alter_in_flight, ..
+            alter_in_flight,
+            pending_isr,
+            ..
         } = &mut *r.role.borrow_mut()
         {
             *alter_in_flight = true;
+            *pending_isr = change.new_isr.clone();
         }
         let call = (self.alter_isr)(change.clone());
         io::spawn_detached(async move {
@@ -394,12 +402,17 @@ impl ReplicaManager {
                 partition_epoch,
                 isr,
                 alter_in_flight,
+                pending_isr,
                 ..
             } = &mut *role
             else {
                 return;
             };
+            if *epoch != change.leader_epoch {
+                return; // a later leadership of ours; its own alter is its own
+            }
             *alter_in_flight = false;
+            pending_isr.clear();
             match result {
                 Ok((pe, new_isr)) if *epoch == change.leader_epoch => {
                     if pe > *partition_epoch {
@@ -459,11 +472,17 @@ impl Replica {
     fn advance_hw(&self) {
         let hw = {
             let role = self.role.borrow();
-            let Role::Leader { isr, peers, .. } = &*role else {
+            let Role::Leader {
+                isr,
+                peers,
+                pending_isr,
+                ..
+            } = &*role
+            else {
                 return;
             };
             let mut hw = self.log.log_end_offset();
-            for id in isr {
+            for id in isr.iter().chain(pending_isr.iter()) {
                 if let Some(p) = peers.get(id) {
                     hw = hw.min(if p.leo >= 0 {
                         p.leo
@@ -495,6 +514,7 @@ impl Replica {
                 peers,
                 epoch_start,
                 alter_in_flight,
+                ..
             } = &mut *role
             else {
                 return None;
@@ -650,11 +670,13 @@ pub async fn append_leader(
     }
     let deadline = Instant::now() + timeout;
     loop {
-        if r.log.high_watermark() > appended.last_offset {
-            break;
-        }
+        // Leadership first: a former leader's high watermark comes from the
+        // new leader and may cover a different batch at these offsets.
         if !r.is_leader() || r.leader_epoch() != epoch {
             return Err(code(ResponseError::NotLeaderOrFollower));
+        }
+        if r.log.high_watermark() > appended.last_offset {
+            break;
         }
         let now = Instant::now();
         if now >= deadline {
@@ -692,6 +714,12 @@ pub fn follower_fetch(
         .replica(tp)
         .ok_or(code(ResponseError::NotLeaderOrFollower))?;
     r.check_leader(current_leader_epoch)?;
+    // A fetch offset outside this log is no progress report: the follower
+    // must truncate first (and never counts as caught up); the read answers
+    // it with OFFSET_OUT_OF_RANGE and this log's start.
+    if fetch_offset > r.log.log_end_offset() || fetch_offset < r.log.log_start_offset() {
+        return Ok(r.log.clone());
+    }
     if let Some(change) = r.on_follower_fetch(replica_id, fetch_offset) {
         m.propose_isr(r.clone(), change);
     }

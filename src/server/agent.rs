@@ -130,11 +130,28 @@ pub fn start(
 }
 
 /// Shard 0: applies each new image on every shard, newest first when
-/// several queued up.
-pub async fn apply_images(mut rx: mpsc::UnboundedReceiver<MetadataImage>) {
+/// several queued up. Nothing is applied before an image shows this
+/// process registered and unfenced: a restarted broker must not act on
+/// the roles of its previous life (the registration of the new incarnation
+/// takes it out of the ISRs and moves its leaderships first).
+pub async fn apply_images(
+    mut rx: mpsc::UnboundedReceiver<MetadataImage>,
+    node_id: i32,
+    incarnation: u64,
+) {
+    let mut registered = false;
     while let Some(mut image) = rx.next().await {
         while let Ok(newer) = rx.try_recv() {
             image = newer;
+        }
+        if !registered {
+            registered = image
+                .brokers
+                .get(&node_id)
+                .is_some_and(|b| b.incarnation == incarnation && !b.fenced);
+            if !registered {
+                continue;
+            }
         }
         let image = Arc::new(image);
         for s in 0..runtime::shard_count() {

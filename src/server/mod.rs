@@ -50,7 +50,11 @@ pub async fn shard_main(
                 .unwrap_or(2000),
         );
         let images = agent::start(link.controller.clone(), hb, interval);
-        io::spawn_detached(agent::apply_images(images));
+        io::spawn_detached(agent::apply_images(
+            images,
+            config.node_id,
+            link.incarnation,
+        ));
     }
     // Serve clients only once this broker knows the cluster (Kafka's
     // brokers also wait for the metadata log before listening).

@@ -517,3 +517,73 @@ def test_kafkajs_producer_across_leader_failover(cluster, tmp_path):
         v = b"v%d" % r["seq"]
         assert by_value.get(v) == r["o"], f"{v!r} acked at {r['o']}, consumed at {by_value.get(v)}"
     assert [o for o, _, _ in got] == list(range(len(got)))
+
+
+# --------------------------------------------------------------------------- h. active controller paused
+
+
+def test_active_controller_sigstop_quorum_moves_on(cluster):
+    """SIGSTOP the active controller (its process still accepts connections,
+    but answers nothing): the other voters elect a new controller, fence it,
+    move its partitions, and producing with acks=all goes on."""
+    topic = "stop-controller"
+    st = cluster.create_topic(topic, 3, 3, MIN2)
+    ctrl = cluster.controller_id()
+    led = [p for p, pm in st.items() if pm.leader == ctrl]
+    assert led, f"controller {ctrl} leads none of {st}"  # 3 partitions over 3 brokers
+    prod = AckedProducer(cluster.bootstrap, topic, 3, rate=200)
+    try:
+        wait_for(lambda: prod.n_acked() >= 200, 20, "200 acks before SIGSTOP")
+        cluster.sigstop(ctrl)
+        t_stop = time.monotonic()
+        moved = _wait_leaders_moved(cluster, topic, 3, ctrl, timeout=30)
+        assert all(moved[p] != ctrl for p in led)
+        other = next(nd.node_id for nd in cluster.nodes if nd.node_id != ctrl)
+        new_ctrl = wait_for(
+            lambda: (lambda c: c if c != ctrl else None)(cluster.node_metadata(other).controller_id),
+            15, "another controller")
+        wait_for(lambda: all(_acked_after_per_partition(prod, t_stop).get(p, 0) >= 50
+                             for p in range(3)), 30, "acks on every partition while paused")
+        cluster.sigcont(ctrl)
+        cluster.wait_isr_full(topic, 3, 30)
+    finally:
+        left = prod.stop()
+    assert left == 0
+    assert not prod.failed, f"delivery errors: {list(prod.failed.items())[:5]}"
+    consumed = consume_all(cluster.bootstrap, topic, 3)
+    check_exactly_once(prod, consumed)
+    for p in range(3):
+        cluster.wait_logs_identical(topic, p, timeout=30)
+    print(f"controller {ctrl} paused; new controller {new_ctrl}")
+
+
+# --------------------------------------------------------------------------- i. whole cluster killed
+
+
+def test_whole_cluster_sigkill_and_restart_keeps_every_acked_record(cluster):
+    """Every node SIGKILLed at once, then restarted: the quorum and every
+    partition come back, nothing acknowledged with acks=all is missing."""
+    topic = "kill-all"
+    cluster.create_topic(topic, 3, 3, MIN2)
+    prod = AckedProducer(cluster.bootstrap, topic, 3, rate=300)
+    try:
+        wait_for(lambda: prod.n_acked() >= 600, 20, "600 acks before the kill")
+    finally:
+        prod._stop.set()
+        prod.thread.join(10)
+    for i in (1, 2, 3):
+        cluster.kill9(i)
+    acked = dict(prod.acked)
+    prod.p = None
+    assert len(acked) >= 600
+    for i in (1, 2, 3):
+        cluster.node(i).launch()
+    for i in (1, 2, 3):
+        cluster.wait_node_sees_cluster(cluster.node(i))
+    cluster.wait_isr_full(topic, 3, 30)
+    consumed = consume_all(cluster.bootstrap, topic, 3)
+    got = {AckedProducer.seq_of(v) for recs in consumed.values() for _, _, v in recs}
+    missing = set(acked) - got
+    assert not missing, f"{len(missing)} acknowledged records lost, e.g. {sorted(missing)[:5]}"
+    for p in range(3):
+        cluster.wait_logs_identical(topic, p, timeout=30)
