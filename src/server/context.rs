@@ -177,6 +177,7 @@ impl ShardContext {
                     }
                     None => {
                         let dir = storage::partition_dir(&self.config.data_dir, &tp);
+                        claim_partition_dir(&dir, &tp, ti.id)?;
                         let log = PartitionLog::open(&dir, tp.clone(), meta.config.clone())
                             .await
                             .map_err(|e| anyhow::anyhow!("opening {tp}: {e}"))?;
@@ -219,6 +220,34 @@ impl ShardContext {
             }
         }
     }
+}
+
+/// Kafka's `partition.metadata`: the topic id a partition directory
+/// belongs to. A directory left by a topic deleted (and recreated under the
+/// same name) while this broker was down belongs to another topic: it is
+/// removed before the new topic's partition opens there.
+fn claim_partition_dir(
+    dir: &std::path::Path,
+    tp: &TopicPartition,
+    topic_id: u128,
+) -> anyhow::Result<()> {
+    let file = dir.join("partition.metadata");
+    let want = format!(
+        "version: 0\ntopic_id: {}\n",
+        uuid::Uuid::from_u128(topic_id)
+    );
+    match std::fs::read_to_string(&file) {
+        Ok(have) if have == want => return Ok(()),
+        Ok(have) => {
+            tracing::warn!(partition = %tp, found = %have.trim().replace('\n', " "), "partition directory belongs to an older topic of the same name: removing it");
+            std::fs::remove_dir_all(dir)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    std::fs::create_dir_all(dir)?;
+    crate::io::file::write_atomic(&file, want.as_bytes())?;
+    Ok(())
 }
 
 fn prop<T: std::str::FromStr>(c: &BrokerConfig, key: &str, default: T) -> T {
