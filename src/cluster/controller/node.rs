@@ -278,25 +278,13 @@ impl Node {
                 reqs,
                 validate_only,
             } => {
-                let mut pre = Vec::new();
-                let mut specs = Vec::new();
-                for (topic, count) in &reqs {
-                    match records::plan_partitions(&self.image, topic, *count, random_u64()) {
-                        Ok(s) => {
-                            specs.push(s);
-                            pre.push(None);
-                        }
-                        Err(e) => pre.push(Some(e)),
-                    }
-                }
-                if validate_only || specs.is_empty() {
-                    self.reply_admin_now(pre, reply);
-                } else {
-                    self.propose(
-                        Record::CreatePartitions(specs),
-                        Some((reply, Waiter::Admin(pre))),
-                    );
-                }
+                let plans = reqs
+                    .iter()
+                    .map(|(topic, count)| {
+                        records::plan_partitions(&self.image, topic, *count, random_u64())
+                    })
+                    .collect();
+                self.propose_plans(plans, validate_only, reply, Record::CreatePartitions);
             }
         }
     }
@@ -307,12 +295,29 @@ impl Node {
         validate_only: bool,
         reply: SyncSender<Response>,
     ) {
+        let plans = topics
+            .iter()
+            .map(|ct| {
+                let id = uuid::Uuid::new_v4().as_u128();
+                records::plan_create(&self.image, self.settings.default_rf, ct, random_u64(), id)
+            })
+            .collect();
+        self.propose_plans(plans, validate_only, reply, Record::CreateTopics);
+    }
+
+    /// Answers planned admin changes: refusals at once when nothing is left
+    /// to commit (or only validating), else everything once committed.
+    fn propose_plans<S>(
+        &mut self,
+        plans: Vec<Result<S, (i16, String)>>,
+        validate_only: bool,
+        reply: SyncSender<Response>,
+        record: impl FnOnce(Vec<S>) -> Record,
+    ) {
         let mut pre = Vec::new();
         let mut specs = Vec::new();
-        for ct in &topics {
-            let id = uuid::Uuid::new_v4().as_u128();
-            match records::plan_create(&self.image, self.settings.default_rf, ct, random_u64(), id)
-            {
+        for plan in plans {
+            match plan {
                 Ok(s) => {
                     specs.push(s);
                     pre.push(None);
@@ -323,10 +328,7 @@ impl Node {
         if validate_only || specs.is_empty() {
             self.reply_admin_now(pre, reply);
         } else {
-            self.propose(
-                Record::CreateTopics(specs),
-                Some((reply, Waiter::Admin(pre))),
-            );
+            self.propose(record(specs), Some((reply, Waiter::Admin(pre))));
         }
     }
 

@@ -8,24 +8,20 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::records::RecordBatchDecoder;
 
-use super::{error_code, reply, PartitionError};
-use crate::model::{PartitionId, TopicPartition};
+use super::{error_code, on_owner, reply, PartitionError};
+use crate::model::TopicPartition;
 use crate::protocol::RequestFrame;
-use crate::runtime::run_on;
 use crate::server::connection::Response;
-use crate::server::context::ctx;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
 pub async fn handle(frame: &RequestFrame, req: ListOffsetsRequest) -> anyhow::Result<Response> {
-    let c = ctx();
     let version = frame.api_version;
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.to_string();
-        let known = c.topic(&name).map(|m| m.partitions);
         let lookups = t.partitions.iter().map(|p| {
             let index = p.partition_index;
             let ts = p.timestamp;
@@ -34,21 +30,12 @@ pub async fn handle(frame: &RequestFrame, req: ListOffsetsRequest) -> anyhow::Re
             } else {
                 -1
             };
-            let tp = TopicPartition {
-                topic: name.clone(),
-                partition: PartitionId(index),
-            };
-            let owner = c.owner(&name, index);
-            let ok = known.is_some_and(|n| (0..n).contains(&index));
+            let name = name.clone();
             async move {
-                let r = if ok {
-                    run_on(owner, move || async move { lookup(&tp, ts, current_epoch) })
-                        .await
-                        .map_err(PartitionError::from)
-                        .and_then(|r| r)
-                } else {
-                    Err(PartitionError::UnknownTopicOrPartition)
-                };
+                let r = on_owner(&name, index, move |tp| async move {
+                    lookup(&tp, ts, current_epoch)
+                })
+                .await;
                 let out = ListOffsetsPartitionResponse::default().with_partition_index(index);
                 match r {
                     Ok((offset, timestamp, epoch)) => out

@@ -124,6 +124,32 @@ pub async fn dispatch(frame: RequestFrame, req: Decoded, peer: &str) -> Response
     }
 }
 
+/// Runs `f` with the partition on the shard that owns it, or answers
+/// UNKNOWN_TOPIC_OR_PARTITION when this broker's metadata has no such
+/// partition (the common fan-out of per-partition handlers).
+pub async fn on_owner<T, F, Fut>(topic: &str, partition: i32, f: F) -> Result<T, PartitionError>
+where
+    T: Send + 'static,
+    F: FnOnce(crate::model::TopicPartition) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, PartitionError>> + 'static,
+{
+    let c = crate::server::context::ctx();
+    if !c
+        .topic(topic)
+        .is_some_and(|m| (0..m.partitions).contains(&partition))
+    {
+        return Err(PartitionError::UnknownTopicOrPartition);
+    }
+    let tp = crate::model::TopicPartition {
+        topic: topic.to_string(),
+        partition: crate::model::PartitionId(partition),
+    };
+    crate::runtime::run_on(c.owner(topic, partition), move || f(tp))
+        .await
+        .map_err(PartitionError::from)
+        .and_then(|r| r)
+}
+
 /// Decodes the body, or explains why not.
 pub fn decode<T: kafka_protocol::protocol::Decodable>(frame: &RequestFrame) -> anyhow::Result<T> {
     protocol::decode_body(&frame.body, frame.api_version)

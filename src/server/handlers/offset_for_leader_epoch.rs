@@ -8,43 +8,27 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
-use super::{error_code, reply, PartitionError};
-use crate::model::{PartitionId, TopicPartition};
+use super::{error_code, on_owner, reply, PartitionError};
 use crate::protocol::RequestFrame;
-use crate::runtime::run_on;
 use crate::server::connection::Response;
-use crate::server::context::ctx;
 
 pub async fn handle(
     frame: &RequestFrame,
     req: OffsetForLeaderEpochRequest,
 ) -> anyhow::Result<Response> {
-    let c = ctx();
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.topic.to_string();
-        let known = c.topic(&name).map(|m| m.partitions);
         let lookups = t.partitions.iter().map(|p| {
             let index = p.partition;
             let (epoch, current) = (p.leader_epoch, p.current_leader_epoch);
-            let tp = TopicPartition {
-                topic: name.clone(),
-                partition: PartitionId(index),
-            };
-            let owner = c.owner(&name, index);
-            let ok = known.is_some_and(|n| (0..n).contains(&index));
+            let name = name.clone();
             async move {
-                let r = if ok {
-                    run_on(owner, move || async move {
-                        crate::replication::epoch_end_offset(&tp, epoch, current)
-                            .map_err(PartitionError::from)
-                    })
-                    .await
-                    .map_err(PartitionError::from)
-                    .and_then(|r| r)
-                } else {
-                    Err(PartitionError::UnknownTopicOrPartition)
-                };
+                let r = on_owner(&name, index, move |tp| async move {
+                    crate::replication::epoch_end_offset(&tp, epoch, current)
+                        .map_err(PartitionError::from)
+                })
+                .await;
                 let out = EpochEndOffset::default().with_partition(index);
                 match r {
                     Ok((e, end)) => out.with_leader_epoch(e).with_end_offset(end),
