@@ -587,3 +587,60 @@ def test_whole_cluster_sigkill_and_restart_keeps_every_acked_record(cluster):
     assert not missing, f"{len(missing)} acknowledged records lost, e.g. {sorted(missing)[:5]}"
     for p in range(3):
         cluster.wait_logs_identical(topic, p, timeout=30)
+
+
+# --------------------------------------------------------------------------- j. KafkaJS consumer
+
+
+def test_kafkajs_group_consumer_across_leader_and_coordinator_failover(cluster, tmp_path):
+    """A KafkaJS group consumer keeps consuming, without a restart, when the
+    broker leading its partition (and, here, coordinating its group) dies."""
+    if shutil.which("node") is None or not (NODE_DIR / "node_modules" / "kafkajs").exists():
+        pytest.fail("node / kafkajs not installed: run scripts/install-test-deps.sh")
+    topic, group = "kjs-cfo", "kjs-cfo-group"
+    # The group's coordinator (known before it has members) leads the topic,
+    # so one kill takes both away.
+    coord = wait_for(lambda: cluster.admin().describe_consumer_groups([group])[group]
+                     .result(10).coordinator.id, 20, "the group's coordinator")
+    others = [nd.node_id for nd in cluster.nodes if nd.node_id != coord]
+    nt = NewTopic(topic, num_partitions=1, replica_assignment=[[coord] + others],
+                  config={"min.insync.replicas": "2"})
+    cluster.admin().create_topics([nt])[topic].result(20)
+    st = cluster.wait_isr_full(topic, 1, 30)
+    leader = st[0].leader
+    assert leader == coord
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+    for i in range(200):
+        p.produce(topic, value=b"v%d" % i, partition=0)
+    assert p.flush(20) == 0
+    out, stop, req = tmp_path / "kjs-c.jsonl", tmp_path / "kjs-c.stop", tmp_path / "kjs-c.json"
+    req.write_text(json.dumps({"brokers": cluster.bootstrap.split(","), "topic": topic,
+                               "groupId": group, "output": str(out), "stopFile": str(stop)}))
+    errf = open(tmp_path / "kjs-c.stderr", "wb")
+    proc = subprocess.Popen(["node", str(NODE_DIR / "kafkajs_failover_consumer.js"), str(req)],
+                            cwd=NODE_DIR, stdout=errf, stderr=errf)
+
+    def values():
+        if not out.exists():
+            return set()
+        return {json.loads(x)["v"] for x in out.read_text().splitlines() if x.strip().endswith("}")}
+
+    try:
+        wait_for(lambda: len(values()) >= 200, 40, "KafkaJS consumed the first 200")
+        assert cluster.admin().describe_consumer_groups([group])[group].result(10).coordinator.id == coord
+        cluster.kill9(coord)
+        for i in range(200, 400):
+            p.produce(topic, value=b"v%d" % i, partition=0)
+        assert p.flush(60) == 0
+        wait_for(lambda: len(values()) >= 400, 60, "KafkaJS consumed all 400 after the failover")
+        stop.write_text("stop")
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        errf.close()
+    stderr_tail = (tmp_path / "kjs-c.stderr").read_text(errors="replace")[-3000:]
+    assert proc.returncode == 0, f"kafkajs consumer exited {proc.returncode}\n{stderr_tail}"
+    assert values() == {"v%d" % i for i in range(400)}
+    print(f"killed node {coord}, leader of {topic} and coordinator of {group}")
