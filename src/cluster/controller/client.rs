@@ -1,8 +1,10 @@
 //! The blocking client brokers use to reach the controller quorum.
 //!
 //! Called from blocking threads only (it sleeps and blocks on sockets).
-//! Finds the leader by following "not leader, leader is N" hints, keeps
-//! idle connections for reuse, and gives up after a per-call deadline.
+//! Every request goes to the active controller (metadata reads too: a
+//! voter cut off from the quorum would serve a stale image). Finds it by
+//! following "not leader, leader is N" hints, keeps idle connections for
+//! reuse, and gives up after a per-call deadline.
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -34,10 +36,8 @@ struct Inner {
     voters: Vec<(i32, SocketAddr)>,
     /// Idle connections by voter index.
     idle: Mutex<Vec<(usize, TcpStream)>>,
-    /// Index of the voter that last answered a leader request.
+    /// Index of the voter that last answered (the active controller).
     leader: Mutex<usize>,
-    /// Index of the voter that last answered a metadata fetch.
-    reader: Mutex<usize>,
 }
 
 impl ControllerClient {
@@ -48,7 +48,6 @@ impl ControllerClient {
                 voters,
                 idle: Mutex::new(Vec::new()),
                 leader: Mutex::new(0),
-                reader: Mutex::new(0),
             }),
         }
     }
@@ -140,13 +139,8 @@ impl ControllerClient {
         attempt: Duration,
     ) -> anyhow::Result<Response> {
         let deadline = Instant::now() + timeout;
-        let needs_leader = req.needs_leader();
         let n = self.inner.voters.len();
-        let mut target = if needs_leader {
-            *self.inner.leader.lock().expect("client lock")
-        } else {
-            *self.inner.reader.lock().expect("client lock")
-        };
+        let mut target = *self.inner.leader.lock().expect("client lock");
         let payload = wire::encode(&req);
         let mut last_error = String::from("no attempt made");
         let mut misses = 0usize;
@@ -168,11 +162,7 @@ impl ControllerClient {
                     std::thread::sleep(RETRY_PAUSE);
                 }
                 Ok(resp) => {
-                    let slot = if needs_leader {
-                        &self.inner.leader
-                    } else {
-                        &self.inner.reader
-                    };
+                    let slot = &self.inner.leader;
                     *slot.lock().expect("client lock") = target;
                     return Ok(resp);
                 }
@@ -180,11 +170,7 @@ impl ControllerClient {
                     last_error = format!("voter {}: {e:#}", self.inner.voters[target].0);
                     target = (target + 1) % n;
                     // The next call starts from a voter that may answer.
-                    let slot = if needs_leader {
-                        &self.inner.leader
-                    } else {
-                        &self.inner.reader
-                    };
+                    let slot = &self.inner.leader;
                     *slot.lock().expect("client lock") = target;
                     misses += 1;
                     if misses.is_multiple_of(n) {

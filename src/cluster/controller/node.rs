@@ -53,6 +53,8 @@ pub struct View {
 pub struct Shared {
     pub view: Mutex<View>,
     pub changed: Condvar,
+    /// This voter's node id.
+    pub node_id: i32,
 }
 
 /// The record plus who proposed it, so the proposer can answer its client.
@@ -135,6 +137,7 @@ impl Node {
                 image: Arc::new(rec.image.clone()),
             }),
             changed: Condvar::new(),
+            node_id: cfg.node_id,
         });
         let (tx, rx) = std::sync::mpsc::sync_channel(INBOX_MAX);
         let interval_ms = match cfg.props.get("leader.imbalance.check.interval.ms") {

@@ -240,7 +240,7 @@ impl Connection {
             wait_ms,
         } = req
         {
-            return Response::Metadata(self.fetch(known_version, Duration::from_millis(wait_ms)));
+            return self.fetch(known_version, Duration::from_millis(wait_ms));
         }
         let (tx, rx) = sync_channel(1);
         if self.inbox.send(Inbox::Client { req, reply: tx }).is_err() {
@@ -252,21 +252,24 @@ impl Connection {
         }
     }
 
-    /// Long poll on the applied image.
-    fn fetch(
-        &self,
-        known_version: u64,
-        wait: Duration,
-    ) -> Option<crate::cluster::metadata::MetadataImage> {
+    /// Long poll on the applied image of the active controller.
+    fn fetch(&self, known_version: u64, wait: Duration) -> Response {
         let deadline = Instant::now() + wait.min(FETCH_WAIT_MAX);
         let mut view = self.shared.view.lock().expect("view lock");
         loop {
+            // Only the active controller answers: a voter cut off from the
+            // quorum must not keep a broker on its stale image.
+            if view.image.controller_id != self.shared.node_id {
+                return Response::NotLeader {
+                    leader: view.image.controller_id,
+                };
+            }
             if view.image.version > known_version {
-                return Some((*view.image).clone());
+                return Response::Metadata(Some((*view.image).clone()));
             }
             let now = Instant::now();
             if now >= deadline || self.stop.load(Ordering::SeqCst) {
-                return None;
+                return Response::Metadata(None);
             }
             let slice = (deadline - now).min(Duration::from_millis(200));
             view = self

@@ -40,12 +40,6 @@ pub enum Request {
     },
 }
 
-impl Request {
-    pub fn needs_leader(&self) -> bool {
-        !matches!(self, Request::FetchMetadata { .. })
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Response {
     /// This voter is not the leader; `leader` is its node id if known, -1 if not.
