@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -39,6 +39,7 @@ pub async fn run(token: Rc<FetcherToken>) {
     let leader = token.leader;
     let mut conn: Option<PeerConn> = None;
     let mut failures = 0u32;
+    let mut held: HashMap<TopicPartition, Instant> = HashMap::new();
     loop {
         let m = manager();
         if runtime::shutting_down() || !m.fetcher_current(&token) {
@@ -68,14 +69,34 @@ pub async fn run(token: Rc<FetcherToken>) {
             }
         }
         let c = conn.as_mut().expect("connected");
-        let step = if parts.iter().any(|(_, _, t)| *t) {
-            truncate(c, leader, &parts).await
-        } else {
-            fetch(c, leader, &parts).await
+        let pause = backoff.min(Duration::from_millis(200));
+        // Partitions still truncating or refused a moment ago sit out; the
+        // others keep fetching (one partition's trouble never stalls them).
+        let now = Instant::now();
+        held.retain(|_, until| *until > now);
+        let truncating = parts.iter().any(|(_, _, t)| *t);
+        let ready: Vec<(Rc<Replica>, i32, bool)> = parts
+            .iter()
+            .filter(|(r, _, t)| !*t && !held.contains_key(&r.log.tp))
+            .cloned()
+            .collect();
+        let step = async {
+            if truncating && !truncate(c, leader, &parts).await? && ready.is_empty() {
+                io::sleep(pause).await;
+            }
+            if ready.is_empty() {
+                if !truncating {
+                    io::sleep(pause.min(Duration::from_millis(50))).await;
+                }
+                return Ok(());
+            }
+            for tp in fetch(c, leader, &ready).await? {
+                held.insert(tp, Instant::now() + pause);
+            }
+            Ok::<(), anyhow::Error>(())
         };
-        match step {
-            Ok(true) => failures = 0,
-            Ok(false) => io::sleep(backoff.min(Duration::from_millis(200))).await,
+        match step.await {
+            Ok(()) => failures = 0,
             Err(e) => {
                 failures += 1;
                 if failures == 1 || failures.is_multiple_of(20) {
@@ -201,9 +222,13 @@ fn truncation_point(
     }
 }
 
-/// One Fetch round trip: appends what came back. Returns whether any
-/// partition moved forward or the leader answered normally.
-async fn fetch(c: &mut PeerConn, leader: i32, parts: &[(Rc<Replica>, i32, bool)]) -> Result<bool> {
+/// One Fetch round trip: appends what came back. Returns the partitions the
+/// leader refused (they back off a moment; metadata will move them).
+async fn fetch(
+    c: &mut PeerConn,
+    leader: i32,
+    parts: &[(Rc<Replica>, i32, bool)],
+) -> Result<Vec<TopicPartition>> {
     let m = manager();
     let mut by_topic: HashMap<String, Vec<FetchPartition>> = HashMap::new();
     for (r, epoch, _) in parts {
@@ -244,7 +269,10 @@ async fn fetch(c: &mut PeerConn, leader: i32, parts: &[(Rc<Replica>, i32, bool)]
             wait + Duration::from_secs(10),
         )
         .await?;
-    let mut normal = resp.error_code == 0;
+    if resp.error_code != 0 {
+        anyhow::bail!("leader answered the fetch with error {}", resp.error_code);
+    }
+    let mut refused = Vec::new();
     for t in resp.responses {
         for p in t.partitions {
             let tp = TopicPartition {
@@ -273,7 +301,7 @@ async fn fetch(c: &mut PeerConn, leader: i32, parts: &[(Rc<Replica>, i32, bool)]
                 }
                 e => {
                     tracing::debug!(partition = %tp, error = e, leader, "leader refused follower fetch");
-                    normal = false;
+                    refused.push(tp);
                     continue;
                 }
             }
@@ -293,5 +321,5 @@ async fn fetch(c: &mut PeerConn, leader: i32, parts: &[(Rc<Replica>, i32, bool)]
             }
         }
     }
-    Ok(normal)
+    Ok(refused)
 }
