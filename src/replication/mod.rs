@@ -51,6 +51,9 @@ pub struct IsrChange {
     pub leader_epoch: i32,
     pub partition_epoch: i32,
     pub new_isr: Vec<i32>,
+    /// (broker, incarnation) of each member being added, as its fetches
+    /// showed it caught up (the controller refuses a restarted broker).
+    pub added_incarnations: Vec<(i32, u64)>,
 }
 
 /// Sends an ISR change to the controller: the committed (partition epoch,
@@ -134,8 +137,8 @@ pub struct ReplicaManager {
     replicas: RefCell<HashMap<TopicPartition, Rc<Replica>>>,
     /// One fetcher per leader broker this shard follows.
     fetchers: RefCell<HashMap<i32, Rc<fetcher::FetcherToken>>>,
-    /// Kafka listener address of each live broker.
-    brokers: RefCell<HashMap<i32, SocketAddr>>,
+    /// Kafka listener address and incarnation of each live broker.
+    brokers: RefCell<HashMap<i32, (SocketAddr, u64)>>,
     alter_isr: AlterIsrFn,
     next_token: Cell<u64>,
 }
@@ -169,12 +172,16 @@ impl ReplicaManager {
         self.config.node_id
     }
 
-    pub fn set_brokers(&self, brokers: HashMap<i32, SocketAddr>) {
+    pub fn set_brokers(&self, brokers: HashMap<i32, (SocketAddr, u64)>) {
         *self.brokers.borrow_mut() = brokers;
     }
 
     pub fn broker_addr(&self, id: i32) -> Option<SocketAddr> {
-        self.brokers.borrow().get(&id).copied()
+        self.brokers.borrow().get(&id).map(|b| b.0)
+    }
+
+    fn broker_incarnation(&self, id: i32) -> Option<u64> {
+        self.brokers.borrow().get(&id).map(|b| b.1)
     }
 
     pub fn replica(&self, tp: &TopicPartition) -> Option<Rc<Replica>> {
@@ -377,6 +384,7 @@ impl ReplicaManager {
                     leader_epoch: *epoch,
                     partition_epoch: *partition_epoch,
                     new_isr: isr.iter().copied().filter(|i| !out.contains(i)).collect(),
+                    added_incarnations: Vec::new(),
                 }
             };
             self.propose_isr(r, change);
@@ -502,6 +510,8 @@ impl Replica {
     /// the high watermark, and ask for it to rejoin the ISR when caught up.
     fn on_follower_fetch(self: &Rc<Self>, replica_id: i32, fetch_offset: i64) -> Option<IsrChange> {
         let now = io::now_ms();
+        // The process behind this fetch, as this broker's metadata knows it.
+        let incarnation = manager().broker_incarnation(replica_id);
         let leo = self.log.log_end_offset();
         let hw = self.log.high_watermark();
         let change = {
@@ -538,7 +548,9 @@ impl Replica {
                 && fetch_offset >= hw
                 && fetch_offset >= *epoch_start
                 && !*alter_in_flight;
-            rejoin.then(|| {
+            // Unknown to this broker's metadata (not registered, or fenced):
+            // it cannot join yet.
+            incarnation.filter(|_| rejoin).map(|incarnation| {
                 let mut new_isr = isr.clone();
                 new_isr.push(replica_id);
                 tracing::info!(partition = %self.log.tp, replica = replica_id, "follower caught up: expanding ISR");
@@ -547,6 +559,7 @@ impl Replica {
                     leader_epoch: *epoch,
                     partition_epoch: *partition_epoch,
                     new_isr,
+                    added_incarnations: vec![(replica_id, incarnation)],
                 }
             })
         };

@@ -50,6 +50,7 @@ pub fn alter_isr_fn() -> AlterIsrFn {
                 leader_epoch: change.leader_epoch,
                 partition_epoch: change.partition_epoch,
                 new_isr: change.new_isr.clone(),
+                added_incarnations: change.added_incarnations.clone(),
             };
             match controller_call(move |c| c.alter_partition(&req)).await {
                 Ok(Ok(state)) => Ok((state.partition_epoch, state.isr)),

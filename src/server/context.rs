@@ -127,7 +127,7 @@ impl ShardContext {
                 .filter_map(|b| {
                     use std::net::ToSocketAddrs;
                     let addr = (b.host.as_str(), b.port).to_socket_addrs().ok()?.next()?;
-                    Some((b.id, addr))
+                    Some((b.id, (addr, b.incarnation)))
                 })
                 .collect(),
         );

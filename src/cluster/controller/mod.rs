@@ -77,6 +77,10 @@ pub struct AlterPartition {
     pub leader_epoch: i32,
     pub partition_epoch: i32,
     pub new_isr: Vec<i32>,
+    /// For each member being added: the incarnation (process) of that
+    /// broker whose fetches showed it caught up. A broker that restarted
+    /// since (and may have lost its unflushed tail) is refused (KIP-903).
+    pub added_incarnations: Vec<(i32, u64)>,
 }
 
 #[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]

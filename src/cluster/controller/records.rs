@@ -332,11 +332,16 @@ fn alter_partition(image: &mut MetadataImage, req: &AlterPartition) -> Result<Pa
     if !valid {
         return Err(INVALID_REQUEST);
     }
-    let added_fenced = req
-        .new_isr
-        .iter()
-        .any(|&r| !part.isr.contains(&r) && !is_live(brokers, r));
-    if added_fenced {
+    let ineligible = req.new_isr.iter().any(|&r| {
+        let added = !part.isr.contains(&r);
+        let same_process = || {
+            req.added_incarnations
+                .iter()
+                .any(|&(id, inc)| id == r && brokers.get(&r).is_some_and(|b| b.incarnation == inc))
+        };
+        added && (!is_live(brokers, r) || !same_process())
+    });
+    if ineligible {
         return Err(INELIGIBLE_REPLICA);
     }
     change_isr(&topic.name, p, part, req.new_isr.clone());

@@ -46,6 +46,15 @@ impl Sm {
         );
     }
 
+    /// Every registered broker's current incarnation.
+    fn incarnations(&self) -> Vec<(i32, u64)> {
+        self.image
+            .brokers
+            .values()
+            .map(|b| (b.id, b.incarnation))
+            .collect()
+    }
+
     fn part(&self, name: &str, p: i32) -> PartitionState {
         self.image.partition(name, p).expect("partition").clone()
     }
@@ -63,6 +72,7 @@ impl Sm {
             partition: 0,
             leader_epoch,
             partition_epoch,
+            added_incarnations: self.incarnations(),
             new_isr: isr,
         };
         match self.apply(Record::AlterPartition(req)) {
@@ -158,6 +168,21 @@ fn alter_partition_checks_epochs_leader_and_isr() {
     sm.fence(2);
     assert_eq!(sm.alter(0, 0, 1, vec![0, 1, 2]), Err(INELIGIBLE_REPLICA));
     sm.register(2, 1);
+    // An addition seen in another process of broker 2 than the registered
+    // one (it restarted since the leader saw it catch up) is refused.
+    let stale = AlterPartition {
+        broker_id: 0,
+        topic: "t".into(),
+        partition: 0,
+        leader_epoch: 0,
+        partition_epoch: 1,
+        new_isr: vec![0, 1, 2],
+        added_incarnations: vec![(2, 99)],
+    };
+    assert_eq!(
+        sm.apply(Record::AlterPartition(stale)),
+        Outcome::Alter(Err(INELIGIBLE_REPLICA))
+    );
     let p = sm.alter(0, 0, 1, vec![0, 1, 2]).expect("expand");
     assert_eq!(p.partition_epoch, 2);
     let req = AlterPartition {
@@ -167,6 +192,7 @@ fn alter_partition_checks_epochs_leader_and_isr() {
         leader_epoch: 0,
         partition_epoch: 0,
         new_isr: vec![0],
+        added_incarnations: Vec::new(),
     };
     assert_eq!(
         sm.apply(Record::AlterPartition(req)),

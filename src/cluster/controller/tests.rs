@@ -131,6 +131,7 @@ fn quorum_survives_leader_loss_and_restarted_voter_catches_up() {
         leader_epoch: p.leader_epoch,
         partition_epoch: p.partition_epoch,
         new_isr: shrunk.clone(),
+        added_incarnations: Vec::new(),
     };
     let state = client
         .alter_partition(&req)
