@@ -314,6 +314,9 @@ fn every_advertised_version_answers_in_its_own_format() {
                 ]),
         ])
     });
+    covered += roundtrip(&b, &table, |v| {
+        DescribeClusterRequest::default().with_include_fenced_brokers(v >= 2)
+    });
     assert!(covered > 60, "covered only {covered} api versions");
 }
 

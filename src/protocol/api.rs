@@ -26,6 +26,7 @@ pub const DELETE_GROUPS: i16 = 42;
 pub const OFFSET_DELETE: i16 = 47;
 pub const INIT_PRODUCER_ID: i16 = 22;
 pub const OFFSET_FOR_LEADER_EPOCH: i16 = 23;
+pub const DESCRIBE_CLUSTER: i16 = 60;
 
 /// (api key, min version, max version) for every API we answer.
 pub const SUPPORTED: &[(i16, i16, i16)] = &[
@@ -51,6 +52,7 @@ pub const SUPPORTED: &[(i16, i16, i16)] = &[
     (OFFSET_DELETE, 0, 0),
     (INIT_PRODUCER_ID, 0, 4),
     (OFFSET_FOR_LEADER_EPOCH, 2, 4),
+    (DESCRIBE_CLUSTER, 0, 2),
 ];
 
 pub fn supports(api_key: i16, version: i16) -> bool {

@@ -131,3 +131,12 @@ def test_produce_bootstrapped_on_a_follower(cluster):
     assert cluster.agreed(topic, 1)[0].leader == leader
     data = cluster.wait_logs_identical(topic, 0, timeout=20)
     assert len(data) > 300 * 10
+
+
+def test_describe_cluster_lists_brokers_and_controller(cluster):
+    """librdkafka's AdminClient.describe_cluster (DescribeCluster, KIP-700)."""
+    d = cluster.admin().describe_cluster(request_timeout=10).result(15)
+    assert sorted(n.id for n in d.nodes) == [1, 2, 3]
+    assert {(n.host, n.port) for n in d.nodes} == {(nd.host, nd.port) for nd in cluster.nodes}
+    assert d.controller is not None and d.controller.id in (1, 2, 3)
+    assert d.cluster_id

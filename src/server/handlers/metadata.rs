@@ -106,9 +106,20 @@ pub async fn handle(frame: &RequestFrame, req: MetadataRequest) -> anyhow::Resul
                 .with_port(i32::from(b.port))
         })
         .collect();
-    // Clients cannot reach a controller-only node; as Kafka's KRaft
-    // brokers do, name a live broker (the controller's own when it is one).
-    let controller = if image
+    let controller = visible_controller(&image, node);
+    let body = MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id((v >= 2).then(|| StrBytes::from_string(c.cluster_id.clone())))
+        .with_controller_id(BrokerId(if v >= 1 { controller } else { -1 }))
+        .with_topics(topics);
+    reply(frame, &body)
+}
+
+/// The controller id clients are shown. They cannot reach a controller-only
+/// node, so, as Kafka's KRaft brokers do, name a live broker (the active
+/// controller's own when it is one).
+pub fn visible_controller(image: &crate::cluster::metadata::MetadataImage, node: i32) -> i32 {
+    if image
         .brokers
         .get(&image.controller_id)
         .is_some_and(|b| !b.fenced)
@@ -116,13 +127,7 @@ pub async fn handle(frame: &RequestFrame, req: MetadataRequest) -> anyhow::Resul
         image.controller_id
     } else {
         image.live_brokers().next().map_or(node, |b| b.id)
-    };
-    let body = MetadataResponse::default()
-        .with_brokers(brokers)
-        .with_cluster_id((v >= 2).then(|| StrBytes::from_string(c.cluster_id.clone())))
-        .with_controller_id(BrokerId(if v >= 1 { controller } else { -1 }))
-        .with_topics(topics);
-    reply(frame, &body)
+    }
 }
 
 fn error_topic(name: &str, code: i16) -> MetadataResponseTopic {

@@ -8,6 +8,7 @@ pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_topics;
+pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod fetch;
@@ -59,6 +60,7 @@ pub enum Decoded {
     DeleteGroups(messages::DeleteGroupsRequest),
     OffsetDelete(messages::OffsetDeleteRequest),
     OffsetForLeaderEpoch(messages::OffsetForLeaderEpochRequest),
+    DescribeCluster(messages::DescribeClusterRequest),
 }
 
 /// Decodes the body of a request whose API and version are supported.
@@ -86,6 +88,7 @@ pub fn decode_request(frame: &RequestFrame) -> anyhow::Result<Decoded> {
         api::DELETE_GROUPS => Decoded::DeleteGroups(decode(frame)?),
         api::OFFSET_DELETE => Decoded::OffsetDelete(decode(frame)?),
         api::OFFSET_FOR_LEADER_EPOCH => Decoded::OffsetForLeaderEpoch(decode(frame)?),
+        api::DESCRIBE_CLUSTER => Decoded::DescribeCluster(decode(frame)?),
         other => anyhow::bail!("api {other} reached decode unadvertised"),
     })
 }
@@ -114,6 +117,7 @@ pub async fn dispatch(frame: RequestFrame, req: Decoded, peer: &str) -> Response
         Decoded::DeleteGroups(r) => delete_groups::handle(&frame, r).await,
         Decoded::OffsetDelete(r) => offset_delete::handle(&frame, r).await,
         Decoded::OffsetForLeaderEpoch(r) => offset_for_leader_epoch::handle(&frame, r).await,
+        Decoded::DescribeCluster(r) => describe_cluster::handle(&frame, r).await,
     };
     match result {
         Ok(r) => r,
