@@ -317,6 +317,29 @@ fn every_advertised_version_answers_in_its_own_format() {
     covered += roundtrip(&b, &table, |v| {
         DescribeClusterRequest::default().with_include_fenced_brokers(v >= 2)
     });
+    covered += roundtrip(&b, &table, |_| {
+        AlterConfigsRequest::default().with_resources(vec![
+            alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("every"))
+                .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                    .with_name(s("retention.ms"))
+                    .with_value(Some(s("200000")))]),
+        ])
+    });
+    covered += roundtrip(&b, &table, |_| {
+        IncrementalAlterConfigsRequest::default().with_resources(vec![
+            incremental_alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("every"))
+                .with_configs(vec![
+                    incremental_alter_configs_request::AlterableConfig::default()
+                        .with_name(s("retention.ms"))
+                        .with_config_operation(0)
+                        .with_value(Some(s("300000"))),
+                ]),
+        ])
+    });
     assert!(covered > 60, "covered only {covered} api versions");
 }
 

@@ -27,6 +27,8 @@ pub const OFFSET_DELETE: i16 = 47;
 pub const INIT_PRODUCER_ID: i16 = 22;
 pub const OFFSET_FOR_LEADER_EPOCH: i16 = 23;
 pub const DESCRIBE_CLUSTER: i16 = 60;
+pub const ALTER_CONFIGS: i16 = 33;
+pub const INCREMENTAL_ALTER_CONFIGS: i16 = 44;
 
 /// (api key, min version, max version) for every API we answer.
 pub const SUPPORTED: &[(i16, i16, i16)] = &[
@@ -53,6 +55,8 @@ pub const SUPPORTED: &[(i16, i16, i16)] = &[
     (INIT_PRODUCER_ID, 0, 4),
     (OFFSET_FOR_LEADER_EPOCH, 2, 4),
     (DESCRIBE_CLUSTER, 0, 2),
+    (ALTER_CONFIGS, 0, 2),
+    (INCREMENTAL_ALTER_CONFIGS, 0, 1),
 ];
 
 pub fn supports(api_key: i16, version: i16) -> bool {

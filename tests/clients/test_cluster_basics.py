@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from cluster import consume_all
 from corelog_compat import Rec, expected_partitions, make_messages, verify
@@ -140,3 +140,34 @@ def test_describe_cluster_lists_brokers_and_controller(cluster):
     assert {(n.host, n.port) for n in d.nodes} == {(nd.host, nd.port) for nd in cluster.nodes}
     assert d.controller is not None and d.controller.id in (1, 2, 3)
     assert d.cluster_id
+
+
+def test_topic_configs_change_on_every_broker(cluster):
+    """IncrementalAlterConfigs through one broker: the controller commits it
+    and every broker describes (and applies) the new value; bad values and
+    broker resources are refused."""
+    from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource,
+                                       ResourceType)
+
+    cluster.create_topic("cfg", 1, 3, {"retention.ms": "100000"})
+    a = cluster.admin()
+    res = ConfigResource(ResourceType.TOPIC, "cfg", incremental_configs=[
+        ConfigEntry("retention.ms", "123456", incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.APPEND),
+    ])
+    a.incremental_alter_configs([res])[res].result(15)
+    for nd in cluster.nodes:
+        one = AdminClient({"bootstrap.servers": nd.bootstrap})
+        r = ConfigResource(ResourceType.TOPIC, "cfg")
+        got = one.describe_configs([r])[r].result(15)
+        assert got["retention.ms"].value == "123456", f"node {nd.node_id}"
+        assert got["cleanup.policy"].value == "delete,compact", f"node {nd.node_id}"
+    bad = ConfigResource(ResourceType.TOPIC, "cfg", incremental_configs=[
+        ConfigEntry("retention.ms", "soon", incremental_operation=AlterConfigOpType.SET)])
+    with pytest.raises(KafkaException) as e:
+        a.incremental_alter_configs([bad])[bad].result(15)
+    assert e.value.args[0].code() == KafkaError.INVALID_CONFIG
+    broker = ConfigResource(ResourceType.BROKER, "1", incremental_configs=[
+        ConfigEntry("log.retention.ms", "1", incremental_operation=AlterConfigOpType.SET)])
+    with pytest.raises(KafkaException):
+        a.incremental_alter_configs([broker])[broker].result(15)

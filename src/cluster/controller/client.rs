@@ -104,6 +104,14 @@ impl ControllerClient {
         self.admin(Request::DeleteTopics(names))
     }
 
+    /// Changes topic config overrides (IncrementalAlterConfigs, AlterConfigs).
+    pub fn alter_topic_configs(
+        &self,
+        changes: Vec<super::TopicConfigChange>,
+    ) -> anyhow::Result<AdminReply> {
+        self.admin(Request::AlterTopicConfigs(changes))
+    }
+
     /// `(topic, new total partition count)` per item.
     pub fn create_partitions(
         &self,

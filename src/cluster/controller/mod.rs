@@ -95,6 +95,17 @@ pub struct CreateTopic {
     pub id: Option<u128>,
 }
 
+/// A change of one topic's config overrides: `set` and `remove` applied to
+/// the current overrides, or `set` replacing them all (`replace_all`, the
+/// legacy AlterConfigs).
+#[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct TopicConfigChange {
+    pub topic: String,
+    pub set: BTreeMap<String, String>,
+    pub remove: Vec<String>,
+    pub replace_all: bool,
+}
+
 /// One result per requested item, in order, plus the metadata version at
 /// which the change is committed.
 #[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]

@@ -270,6 +270,13 @@ impl Node {
                 topics,
                 validate_only,
             } => self.create_topics(topics, validate_only, reply),
+            Request::AlterTopicConfigs(changes) => {
+                let pre = vec![None; changes.len()];
+                self.propose(
+                    Record::AlterTopicConfigs(changes),
+                    Some((reply, Waiter::Admin(pre))),
+                );
+            }
             Request::DeleteTopics(names) => {
                 let pre = vec![None; names.len()];
                 self.propose(

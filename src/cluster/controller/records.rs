@@ -72,6 +72,7 @@ pub enum Record {
     DeleteTopics(Vec<String>),
     CreatePartitions(Vec<PartitionsSpec>),
     ElectPreferred(Vec<TopicPartition>),
+    AlterTopicConfigs(Vec<super::TopicConfigChange>),
 }
 
 /// What applying a record answers to the proposer.
@@ -141,6 +142,27 @@ pub fn apply(image: &mut MetadataImage, rules: &Rules, index: u64, record: &Reco
             }
             Outcome::Done
         }
+        Record::AlterTopicConfigs(changes) => Outcome::Admin(
+            changes
+                .iter()
+                .map(|ch| {
+                    let topic = image
+                        .topics
+                        .get_mut(&ch.topic)
+                        .ok_or_else(|| unknown_topic(&ch.topic))?;
+                    if ch.replace_all {
+                        topic.configs = ch.set.clone();
+                    } else {
+                        topic.configs.extend(ch.set.clone());
+                        for k in &ch.remove {
+                            topic.configs.remove(k);
+                        }
+                    }
+                    tracing::info!(topic = %ch.topic, configs = ?topic.configs, "topic configs changed");
+                    Ok(())
+                })
+                .collect(),
+        ),
     }
 }
 

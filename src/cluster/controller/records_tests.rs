@@ -321,3 +321,43 @@ fn preferred_leader_election_moves_leadership_back() {
     assert_eq!(q.leader_epoch, p.leader_epoch + 1);
     assert_eq!(q.partition_epoch, p.partition_epoch + 1);
 }
+
+#[test]
+fn topic_config_changes_merge_or_replace_overrides() {
+    let mut sm = Sm::new(&[0]);
+    sm.create("t", vec![vec![0]]);
+    let change = |set: &[(&str, &str)], remove: &[&str], replace_all| {
+        Record::AlterTopicConfigs(vec![super::super::TopicConfigChange {
+            topic: "t".into(),
+            set: set
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            remove: remove.iter().map(|k| k.to_string()).collect(),
+            replace_all,
+        }])
+    };
+    let configs = |sm: &Sm| sm.image.topics["t"].configs.clone();
+    sm.apply(change(
+        &[("retention.ms", "1"), ("segment.ms", "2")],
+        &[],
+        false,
+    ));
+    sm.apply(change(&[("retention.bytes", "3")], &["segment.ms"], false));
+    assert_eq!(
+        configs(&sm).into_iter().collect::<Vec<_>>(),
+        vec![
+            ("retention.bytes".to_string(), "3".to_string()),
+            ("retention.ms".to_string(), "1".to_string())
+        ]
+    );
+    sm.apply(change(&[("segment.ms", "9")], &[], true));
+    assert_eq!(configs(&sm).len(), 1);
+    let mut missing = change(&[], &[], false);
+    if let Record::AlterTopicConfigs(chs) = &mut missing {
+        chs[0].topic = "nope".into();
+    }
+    assert!(
+        matches!(sm.apply(missing), Outcome::Admin(r) if r[0].as_ref().unwrap_err().0 == UNKNOWN_TOPIC_OR_PARTITION)
+    );
+}

@@ -38,6 +38,7 @@ pub enum Request {
         reqs: Vec<(String, i32)>,
         validate_only: bool,
     },
+    AlterTopicConfigs(Vec<super::TopicConfigChange>),
 }
 
 #[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::cluster::controller::{AdminReply, CreateTopic};
+use crate::cluster::controller::{AdminReply, CreateTopic, TopicConfigChange};
 use crate::cluster::topics::{validate_name, Refusal};
 use crate::config::topic_config;
 use crate::protocol::ResponseError;
@@ -146,6 +146,86 @@ pub async fn change_topics(
         .into_iter()
         .map(|r| r.expect("every change answered"))
         .collect()
+}
+
+/// ConfigResource type of a topic (2) and a broker (4).
+pub const TOPIC_RESOURCE: i8 = 2;
+const BROKER_RESOURCE: i8 = 4;
+
+/// The refusal for a config resource that is not a topic.
+pub fn refuse_resource(resource_type: i8) -> Refusal {
+    let message = if resource_type == BROKER_RESOURCE {
+        "broker configs are static in corelog: set them at startup (--config, --set)".to_string()
+    } else {
+        format!("resource type {resource_type} has no alterable configs")
+    };
+    refusal(ResponseError::InvalidRequest, message)
+}
+
+/// Topic config override changes through the controller, validated here
+/// against the merged result first (INVALID_CONFIG, UNKNOWN_TOPIC_OR_PARTITION).
+pub async fn alter_topic_configs(
+    changes: Vec<TopicConfigChange>,
+    validate_only: bool,
+) -> Vec<Result<(), Refusal>> {
+    let c = ctx();
+    let table = c.topics();
+    let mut results: Vec<Option<Result<(), Refusal>>> = Vec::with_capacity(changes.len());
+    let mut send = Vec::new();
+    for (i, ch) in changes.into_iter().enumerate() {
+        let Some(meta) = table.get(&ch.topic) else {
+            results.push(Some(Err(refusal(
+                ResponseError::UnknownTopicOrPartition,
+                format!("unknown topic {}", ch.topic),
+            ))));
+            continue;
+        };
+        let mut merged = if ch.replace_all {
+            BTreeMap::new()
+        } else {
+            meta.overrides.clone()
+        };
+        merged.extend(ch.set.clone());
+        for k in &ch.remove {
+            merged.remove(k);
+        }
+        if let Err(e) = topic_config(&c.config.props, &merged) {
+            results.push(Some(Err(refusal(
+                ResponseError::InvalidConfig,
+                e.to_string(),
+            ))));
+            continue;
+        }
+        results.push(None);
+        if !validate_only {
+            send.push((i, ch));
+        }
+    }
+    if !send.is_empty() {
+        let (idx, reqs): (Vec<usize>, Vec<TopicConfigChange>) = send.into_iter().unzip();
+        match controller_call(move |cl| cl.alter_topic_configs(reqs)).await {
+            Ok(r) => {
+                for (i, res) in idx.into_iter().zip(r.results) {
+                    results[i] = Some(res.map_err(|(code, message)| Refusal { code, message }));
+                }
+                if !wait_for_version(r.version, Duration::from_secs(10)).await {
+                    tracing::warn!(
+                        version = r.version,
+                        "config change committed but not yet seen by this broker"
+                    );
+                }
+            }
+            Err(e) => {
+                for i in idx {
+                    results[i] = Some(Err(refusal(
+                        ResponseError::NotController,
+                        format!("controller quorum unreachable: {e}"),
+                    )));
+                }
+            }
+        }
+    }
+    results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect()
 }
 
 /// Auto-creates `name` with the broker's `num.partitions` if allowed.

@@ -3,6 +3,7 @@
 //! Kafka error codes in `error_code`.
 
 pub mod admin;
+pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -14,6 +15,7 @@ pub mod describe_groups;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
+pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
@@ -61,6 +63,8 @@ pub enum Decoded {
     OffsetDelete(messages::OffsetDeleteRequest),
     OffsetForLeaderEpoch(messages::OffsetForLeaderEpochRequest),
     DescribeCluster(messages::DescribeClusterRequest),
+    AlterConfigs(messages::AlterConfigsRequest),
+    IncrementalAlterConfigs(messages::IncrementalAlterConfigsRequest),
 }
 
 /// Decodes the body of a request whose API and version are supported.
@@ -89,6 +93,8 @@ pub fn decode_request(frame: &RequestFrame) -> anyhow::Result<Decoded> {
         api::OFFSET_DELETE => Decoded::OffsetDelete(decode(frame)?),
         api::OFFSET_FOR_LEADER_EPOCH => Decoded::OffsetForLeaderEpoch(decode(frame)?),
         api::DESCRIBE_CLUSTER => Decoded::DescribeCluster(decode(frame)?),
+        api::ALTER_CONFIGS => Decoded::AlterConfigs(decode(frame)?),
+        api::INCREMENTAL_ALTER_CONFIGS => Decoded::IncrementalAlterConfigs(decode(frame)?),
         other => anyhow::bail!("api {other} reached decode unadvertised"),
     })
 }
@@ -118,6 +124,8 @@ pub async fn dispatch(frame: RequestFrame, req: Decoded, peer: &str) -> Response
         Decoded::OffsetDelete(r) => offset_delete::handle(&frame, r).await,
         Decoded::OffsetForLeaderEpoch(r) => offset_for_leader_epoch::handle(&frame, r).await,
         Decoded::DescribeCluster(r) => describe_cluster::handle(&frame, r).await,
+        Decoded::AlterConfigs(r) => alter_configs::handle(&frame, r).await,
+        Decoded::IncrementalAlterConfigs(r) => incremental_alter_configs::handle(&frame, r).await,
     };
     match result {
         Ok(r) => r,
