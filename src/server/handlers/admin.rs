@@ -162,9 +162,29 @@ pub fn refuse_resource(resource_type: i8) -> Refusal {
     refusal(ResponseError::InvalidRequest, message)
 }
 
+/// One outcome per config resource of a request: its early refusal, or the
+/// result of its change (the changes are the resources without a refusal,
+/// in order).
+pub async fn settle_resources(
+    early: Vec<Option<Refusal>>,
+    changes: Vec<TopicConfigChange>,
+    validate_only: bool,
+) -> Vec<Result<(), Refusal>> {
+    let mut results = alter_topic_configs(changes, validate_only)
+        .await
+        .into_iter();
+    early
+        .into_iter()
+        .map(|pre| match pre {
+            Some(e) => Err(e),
+            None => results.next().expect("one result per change"),
+        })
+        .collect()
+}
+
 /// Topic config override changes through the controller, validated here
 /// against the merged result first (INVALID_CONFIG, UNKNOWN_TOPIC_OR_PARTITION).
-pub async fn alter_topic_configs(
+async fn alter_topic_configs(
     changes: Vec<TopicConfigChange>,
     validate_only: bool,
 ) -> Vec<Result<(), Refusal>> {

@@ -5,7 +5,7 @@
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 
-use super::admin::{alter_topic_configs, refuse_resource, TOPIC_RESOURCE};
+use super::admin::{refuse_resource, settle_resources, TOPIC_RESOURCE};
 use super::reply;
 use crate::cluster::controller::TopicConfigChange;
 use crate::protocol::{RequestFrame, StrBytes};
@@ -31,18 +31,12 @@ pub async fn handle(frame: &RequestFrame, req: AlterConfigsRequest) -> anyhow::R
             replace_all: true,
         });
     }
-    let mut results = alter_topic_configs(changes, req.validate_only)
-        .await
-        .into_iter();
+    let outcomes = settle_resources(early, changes, req.validate_only).await;
     let responses = req
         .resources
         .iter()
-        .zip(early)
-        .map(|(r, pre)| {
-            let outcome = match pre {
-                Some(e) => Err(e),
-                None => results.next().expect("one result per change"),
-            };
+        .zip(outcomes)
+        .map(|(r, outcome)| {
             let out = AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
