@@ -461,6 +461,13 @@ impl Replica {
         }
     }
 
+    fn isr_len(&self) -> usize {
+        match &*self.role.borrow() {
+            Role::Leader { isr, .. } => isr.len(),
+            _ => 0,
+        }
+    }
+
     /// Checks that this replica leads, and the client's view of the leader
     /// epoch (-1: not given) is current.
     pub fn check_leader(&self, current_leader_epoch: i32) -> Result<(), ReplicaError> {
@@ -661,9 +668,9 @@ pub async fn append_leader(
         None => return Err(code(ResponseError::NotLeaderOrFollower)),
     };
     r.check_leader(-1)?;
-    let config = r.log.config();
-    let min_isr = config.min_insync_replicas.max(1) as usize;
-    if acks == Acks::All && r.isr().len() < min_isr {
+    let (min_isr, flush_on_ack_all) = r.log.ack_all_policy();
+    let min_isr = min_isr.max(1) as usize;
+    if acks == Acks::All && r.isr_len() < min_isr {
         return Err(ReplicaError::Code(
             ResponseError::NotEnoughReplicas.code(),
             Some(format!(
@@ -678,7 +685,7 @@ pub async fn append_leader(
     if acks != Acks::All {
         return Ok(appended);
     }
-    if config.flush_on_ack_all {
+    if flush_on_ack_all {
         r.log.sync_to(appended.last_offset + 1).await?;
     }
     let deadline = Instant::now() + timeout;
@@ -702,7 +709,7 @@ pub async fn append_leader(
         let nap = (deadline - now).min(Duration::from_millis(100));
         futures::future::select(wake, Box::pin(io::sleep(nap))).await;
     }
-    if r.isr().len() < min_isr {
+    if r.isr_len() < min_isr {
         return Err(ReplicaError::Code(
             ResponseError::NotEnoughReplicasAfterAppend.code(),
             Some(format!(

@@ -229,6 +229,12 @@ impl PartitionLog {
     pub fn config(&self) -> TopicConfig {
         self.config.borrow().clone()
     }
+    /// What acks=all needs of the config (`min.insync.replicas`,
+    /// `flush.on.ack.all`), without cloning it on the produce path.
+    pub fn ack_all_policy(&self) -> (i32, bool) {
+        let c = self.config.borrow();
+        (c.min_insync_replicas, c.flush_on_ack_all)
+    }
     pub fn set_config(&self, c: TopicConfig) {
         *self.config.borrow_mut() = c;
     }
