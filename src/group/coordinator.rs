@@ -46,7 +46,14 @@ pub fn partition_for(group: &str, partitions: i32) -> i32 {
     abs % partitions
 }
 
+enum Load {
+    Loaded,
+    Loading,
+    Elsewhere,
+}
+
 /// Errors that end a group request early.
+pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
 pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 pub const NOT_COORDINATOR: i16 = 16;
 pub const INVALID_GROUP_ID: i16 = 24;
@@ -172,9 +179,56 @@ impl GroupCoordinator {
         self.logs.borrow().get(&p).cloned()
     }
 
-    /// Is this shard ready to coordinate `group`?
-    pub fn owns(&self, group: &str) -> bool {
-        self.log_for(group).is_some()
+    /// Is this shard ready to coordinate `group`? If not: NOT_COORDINATOR
+    /// when another broker leads the group's partition, or, as Kafka,
+    /// COORDINATOR_LOAD_IN_PROGRESS while this broker leads it (or this
+    /// shard has not applied the metadata naming its leader yet) but the
+    /// partition is still being opened and replayed here. A client retries
+    /// the latter on the same broker instead of looking the coordinator up
+    /// again.
+    pub fn owns(&self, group: &str) -> Result<(), i16> {
+        let p = partition_for(group, self.config.offsets_partitions);
+        match self.load_state(p) {
+            Load::Loaded => Ok(()),
+            Load::Loading => {
+                tracing::debug!(
+                    group,
+                    partition = p,
+                    "group request while its partition loads"
+                );
+                Err(COORDINATOR_LOAD_IN_PROGRESS)
+            }
+            Load::Elsewhere => Err(NOT_COORDINATOR),
+        }
+    }
+
+    fn load_state(&self, partition: i32) -> Load {
+        if self.logs.borrow().contains_key(&partition) {
+            return Load::Loaded;
+        }
+        let c = crate::server::context::ctx();
+        match c.image().partition(OFFSETS_TOPIC, partition) {
+            Some(s) if s.leader != c.config.node_id => Load::Elsewhere,
+            _ => Load::Loading,
+        }
+    }
+
+    /// Waits up to `timeout` for this shard to finish loading the group's
+    /// partition when this broker is its leader. FindCoordinator uses it so
+    /// a client is not sent to a coordinator that would only answer
+    /// COORDINATOR_LOAD_IN_PROGRESS for the first few milliseconds after the
+    /// offsets topic is created or its leadership moves here.
+    pub async fn wait_loaded(&self, group: &str, timeout: std::time::Duration) -> bool {
+        let p = partition_for(group, self.config.offsets_partitions);
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match self.load_state(p) {
+                Load::Loaded => return true,
+                Load::Elsewhere => return false,
+                Load::Loading if std::time::Instant::now() >= deadline => return false,
+                Load::Loading => io::sleep(std::time::Duration::from_millis(5)).await,
+            }
+        }
     }
 
     /// Takes ownership of a `__consumer_offsets` partition and replays it.
@@ -407,8 +461,8 @@ impl GroupCoordinator {
         if req.group_id.is_empty() {
             return err_join(INVALID_GROUP_ID, &req.member_id);
         }
-        if !self.owns(&req.group_id) {
-            return err_join(NOT_COORDINATOR, &req.member_id);
+        if let Err(code) = self.owns(&req.group_id) {
+            return err_join(code, &req.member_id);
         }
         if req.session_timeout_ms < self.config.session_timeout_ms_min
             || req.session_timeout_ms > self.config.session_timeout_ms_max
@@ -590,8 +644,8 @@ impl GroupCoordinator {
             error: code,
             assignment: Bytes::new(),
         };
-        if !self.owns(&req.group_id) {
-            return err(NOT_COORDINATOR);
+        if let Err(code) = self.owns(&req.group_id) {
+            return err(code);
         }
         let outcome = {
             let mut groups = self.groups.borrow_mut();
@@ -690,8 +744,8 @@ impl GroupCoordinator {
         generation: i32,
     ) -> i16 {
         let now = io::now_ms();
-        if !self.owns(group_id) {
-            return NOT_COORDINATOR;
+        if let Err(code) = self.owns(group_id) {
+            return code;
         }
         let mut groups = self.groups.borrow_mut();
         let Some(g) = groups.get_mut(group_id) else {
@@ -718,8 +772,8 @@ impl GroupCoordinator {
         members: &[(String, Option<String>)],
     ) -> Result<Vec<i16>, i16> {
         let now = io::now_ms();
-        if !self.owns(group_id) {
-            return Err(NOT_COORDINATOR);
+        if let Err(code) = self.owns(group_id) {
+            return Err(code);
         }
         let mut groups = self.groups.borrow_mut();
         let Some(g) = groups.get_mut(group_id) else {
@@ -784,8 +838,8 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return fail(parts, INVALID_GROUP_ID);
         }
-        if !self.owns(group_id) {
-            return fail(parts, NOT_COORDINATOR);
+        if let Err(code) = self.owns(group_id) {
+            return fail(parts, code);
         }
         {
             let mut groups = self.groups.borrow_mut();
@@ -870,8 +924,8 @@ impl GroupCoordinator {
         group_id: &str,
         wanted: Option<&[(String, Vec<i32>)]>,
     ) -> Result<Vec<(String, i32, Committed)>, i16> {
-        if !self.owns(group_id) {
-            return Err(NOT_COORDINATOR);
+        if let Err(code) = self.owns(group_id) {
+            return Err(code);
         }
         let groups = self.groups.borrow();
         let none = Committed {
@@ -927,8 +981,8 @@ impl GroupCoordinator {
     }
 
     pub fn describe(&self, group_id: &str) -> Result<GroupDescription, i16> {
-        if !self.owns(group_id) {
-            return Err(NOT_COORDINATOR);
+        if let Err(code) = self.owns(group_id) {
+            return Err(code);
         }
         let groups = self.groups.borrow();
         let Some(g) = groups.get(group_id) else {
@@ -977,8 +1031,8 @@ impl GroupCoordinator {
     }
 
     pub async fn delete_group(&self, group_id: &str) -> i16 {
-        if !self.owns(group_id) {
-            return NOT_COORDINATOR;
+        if let Err(code) = self.owns(group_id) {
+            return code;
         }
         let records = {
             let groups = self.groups.borrow();
@@ -1023,8 +1077,8 @@ impl GroupCoordinator {
         group_id: &str,
         parts: &[(String, i32)],
     ) -> Result<Vec<i16>, i16> {
-        if !self.owns(group_id) {
-            return Err(NOT_COORDINATOR);
+        if let Err(code) = self.owns(group_id) {
+            return Err(code);
         }
         let (codes, records) = {
             let groups = self.groups.borrow();

@@ -237,6 +237,11 @@ def test_two_groups_each_get_every_record_and_extra_members_idle(broker_factory)
     ms2 = [Member(bs, g2, [topic], f"g2-{i}") for i in range(5)]
     try:
         def ok():
+            # Every member must have been through an assignment (an idle
+            # member's is empty): a member that has not joined yet also
+            # holds no partitions.
+            if not all(any(e[1] == "assign" for e in m.snapshot_events()) for m in ms1 + ms2):
+                return False
             p1 = [m.partitions() for m in ms1]
             p2 = [m.partitions() for m in ms2]
             return (set().union(*p1) == {0, 1, 2} and sum(map(len, p1)) == 3

@@ -7,6 +7,8 @@ metadata, a JoinGroup storm, follower rejoins, DeleteGroups and ListGroups
 from __future__ import annotations
 
 import socket
+import struct
+import threading
 import time
 
 import pytest
@@ -17,7 +19,7 @@ from confluent_kafka.admin import AdminClient
 
 import ck
 from test_groups_helpers import (
-    ContinuousProducer, Member, Raw, assignment, committed_offsets, corelog_cli, produce_n,
+    ContinuousProducer, Member, Raw, _s, assignment, committed_offsets, corelog_cli, produce_n,
     uid, wait_until,
 )
 
@@ -25,6 +27,7 @@ FAST = {"group.initial.rebalance.delay.ms": 0}
 
 UNKNOWN_TOPIC_OR_PARTITION = 3
 OFFSET_METADATA_TOO_LARGE = 12
+COORDINATOR_NOT_AVAILABLE = 15
 ILLEGAL_GENERATION = 22
 UNKNOWN_MEMBER_ID = 25
 REBALANCE_IN_PROGRESS = 27
@@ -236,6 +239,56 @@ def test_offset_metadata_max_bytes_setting(broker_factory):
         assert res == {("grp-meta16", 0): 0}, res
     finally:
         raw.close()
+
+
+def test_coordinator_answers_right_after_the_offsets_topic_is_created(fast_broker):
+    """The first FindCoordinator creates __consumer_offsets (50 partitions,
+    spread over the shards, which apply the new topic one after another). A
+    coordinator named by a look-up that arrives meanwhile must already serve
+    the group: a JoinGroup sent at once gets MEMBER_ID_REQUIRED, not
+    COORDINATOR_LOAD_IN_PROGRESS while the owning shard is still opening the
+    group's partition (librdkafka then waits seconds before joining again,
+    which once left two of five members out of a test's group)."""
+    bs = fast_broker.bootstrap
+    bad: list[str] = []
+    joined = []
+    start = threading.Event()
+
+    def client(n: int):
+        # Look-ups keep arriving while the shards apply the new topic one
+        # after another; each coordinator named must take a JoinGroup.
+        raw = Raw(bs)
+        try:
+            start.wait()
+            time.sleep(n * 0.003)  # staggered over the creation
+            deadline = time.monotonic() + 1
+            i = 0
+            while time.monotonic() < deadline:
+                g = f"fresh-{n}-{i}-{uid()}"
+                i += 1
+                r = raw.call(10, 1, _s(g) + struct.pack(">b", 0))
+                r.i32()
+                err = r.i16()
+                if err == COORDINATOR_NOT_AVAILABLE:
+                    continue  # the topic is not there yet: clients look up again
+                if err != 0:
+                    bad.append(f"FindCoordinator {g}: error {err}")
+                    continue
+                j = raw.join(g, topics=["t"])
+                if j["error"] != MEMBER_ID_REQUIRED:
+                    bad.append(f"JoinGroup {g} right after FindCoordinator: error {j['error']}")
+                joined.append(g)
+        finally:
+            raw.close()
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(40)]
+    for t in threads:
+        t.start()
+    start.set()
+    for t in threads:
+        t.join(30)
+    assert not bad, f"{len(bad)} of {len(joined)} look-ups: {bad[:5]}"
+    assert len(joined) > 50, f"only {len(joined)} groups joined"
 
 
 def test_join_group_storm(fast_broker):

@@ -15,6 +15,25 @@ pub async fn handle(frame: &RequestFrame, req: FindCoordinatorRequest) -> anyhow
     let v = frame.api_version;
     let c = ctx();
     let ready = admin::ensure_offsets_topic().await;
+    if ready && req.key_type == 0 {
+        // A coordinator named here is ready to answer: the owning shard
+        // has loaded the group's partition (bounded; a group request that
+        // still comes too early gets COORDINATOR_LOAD_IN_PROGRESS).
+        let keys: Vec<String> = if v >= 4 {
+            req.coordinator_keys.iter().map(|k| k.to_string()).collect()
+        } else {
+            vec![req.key.to_string()]
+        };
+        for key in keys {
+            let owner = c.group_owner(&key);
+            let _ = crate::runtime::run_on(owner, move || async move {
+                crate::group::coordinator()
+                    .wait_loaded(&key, std::time::Duration::from_secs(3))
+                    .await
+            })
+            .await;
+        }
+    }
     let image = c.image();
     let partitions = crate::group::coordinator().config().offsets_partitions;
     // The coordinator of a group is the leader of its offsets partition.
