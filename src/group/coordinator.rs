@@ -772,9 +772,7 @@ impl GroupCoordinator {
         members: &[(String, Option<String>)],
     ) -> Result<Vec<i16>, i16> {
         let now = io::now_ms();
-        if let Err(code) = self.owns(group_id) {
-            return Err(code);
-        }
+        self.owns(group_id)?;
         let mut groups = self.groups.borrow_mut();
         let Some(g) = groups.get_mut(group_id) else {
             return Err(UNKNOWN_MEMBER_ID);
@@ -924,9 +922,7 @@ impl GroupCoordinator {
         group_id: &str,
         wanted: Option<&[(String, Vec<i32>)]>,
     ) -> Result<Vec<(String, i32, Committed)>, i16> {
-        if let Err(code) = self.owns(group_id) {
-            return Err(code);
-        }
+        self.owns(group_id)?;
         let groups = self.groups.borrow();
         let none = Committed {
             offset: -1,
@@ -981,9 +977,7 @@ impl GroupCoordinator {
     }
 
     pub fn describe(&self, group_id: &str) -> Result<GroupDescription, i16> {
-        if let Err(code) = self.owns(group_id) {
-            return Err(code);
-        }
+        self.owns(group_id)?;
         let groups = self.groups.borrow();
         let Some(g) = groups.get(group_id) else {
             return Ok(GroupDescription {
@@ -1077,9 +1071,7 @@ impl GroupCoordinator {
         group_id: &str,
         parts: &[(String, i32)],
     ) -> Result<Vec<i16>, i16> {
-        if let Err(code) = self.owns(group_id) {
-            return Err(code);
-        }
+        self.owns(group_id)?;
         let (codes, records) = {
             let groups = self.groups.borrow();
             let Some(g) = groups.get(group_id) else {
