@@ -31,10 +31,10 @@ enum Command {
     /// Run a broker (a complete one-node cluster with no flags).
     Serve {
         /// Address to listen on for Kafka clients.
-        #[arg(long, default_value = "127.0.0.1:9092")]
+        #[arg(long, default_value = "127.0.0.1:9092", value_parser = resolve_addr)]
         listen: SocketAddr,
         /// Address Metadata tells clients to use (defaults to --listen).
-        #[arg(long)]
+        #[arg(long, value_parser = resolve_addr)]
         advertise: Option<SocketAddr>,
         /// Where partitions and metadata are stored.
         #[arg(long, default_value = "./corelog-data")]
@@ -52,7 +52,7 @@ enum Command {
         #[arg(long)]
         node_id: Option<i32>,
         /// Address the controller quorum listens on (with --controller-voters).
-        #[arg(long)]
+        #[arg(long, value_parser = resolve_addr)]
         controller_listen: Option<SocketAddr>,
         /// The controller quorum: 1@127.0.0.1:9093,2@127.0.0.1:9193,...
         /// Without it the node is a complete one-node cluster.
@@ -166,6 +166,24 @@ impl Roles {
     }
 }
 
+/// `HOST:PORT` with an IP literal or a host name (`localhost:9092`); a name
+/// resolving to several addresses gives its first IPv4 one, as the brokers
+/// advertise and bind IPv4 loopback addresses.
+fn resolve_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(s)
+        .map_err(|e| format!("{s:?} is not HOST:PORT or does not resolve: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
+}
+
 /// `1@host:port,2@host:port` into (node id, address) pairs.
 fn parse_voters(s: &str) -> anyhow::Result<Vec<(i32, SocketAddr)>> {
     let voters: Vec<(i32, SocketAddr)> = s
@@ -175,10 +193,8 @@ fn parse_voters(s: &str) -> anyhow::Result<Vec<(i32, SocketAddr)>> {
                 .trim()
                 .split_once('@')
                 .with_context(|| format!("--controller-voters: {v:?} is not id@host:port"))?;
-            let addr = std::net::ToSocketAddrs::to_socket_addrs(addr)
-                .with_context(|| format!("--controller-voters: bad address {addr:?}"))?
-                .next()
-                .with_context(|| format!("--controller-voters: {addr:?} resolves to nothing"))?;
+            let addr =
+                resolve_addr(addr).map_err(|e| anyhow::anyhow!("--controller-voters: {e}"))?;
             Ok((
                 id.parse().context("--controller-voters: bad node id")?,
                 addr,
@@ -198,6 +214,13 @@ fn serve(
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
     let _lock = corelog::io::file::lock_dir(&cfg.data_dir)?;
+    if roles.broker {
+        // The shards share the Kafka port through SO_REUSEPORT, which would
+        // also let a second broker on the same address silently take half
+        // of the connections. A plain bind first fails if anyone has it.
+        std::net::TcpListener::bind(cfg.listen)
+            .with_context(|| format!("--listen {}: address in use or unavailable", cfg.listen))?;
+    }
     let signals = block_signals()?;
     std::thread::Builder::new()
         .name("signals".into())

@@ -37,10 +37,32 @@ def corelog_bin() -> Path:
     return Path(os.environ.get("CORELOG_BIN") or DEFAULT_BIN)
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port, never the same one twice in a run, and drawn
+    below the kernel's ephemeral range (32768+ by default), so neither a
+    bind to port 0 (an embedded controller's listener) nor an outgoing
+    connection can take it between this check and the broker's bind."""
+    low, high = 20000, 32000
+    try:
+        eph_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+        high = min(high, eph_low - 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    for _ in range(1000):
+        port = random.randint(low, high)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free loopback port found")
 
 
 # --------------------------------------------------------------------------- raw protocol probe

@@ -128,7 +128,8 @@ def test_produce_bootstrapped_on_a_follower(cluster):
     assert [o for o, _, _ in got[0]] == list(range(300))
     assert [v for _, _, v in got[0]] == [m.value for m in msgs]
     # the records really went to the leader: its log and the follower's match
-    assert cluster.agreed(topic, 1)[0].leader == leader
+    cluster.wait_for(lambda: (s := cluster.agreed(topic, 1)) and s[0].leader == leader, 10,
+                     f"every node to agree node {leader} still leads")
     data = cluster.wait_logs_identical(topic, 0, timeout=20)
     assert len(data) > 300 * 10
 
@@ -157,11 +158,16 @@ def test_topic_configs_change_on_every_broker(cluster):
     ])
     a.incremental_alter_configs([res])[res].result(15)
     for nd in cluster.nodes:
+        # The broker that took the change waits for its own apply; the
+        # others apply the committed change a moment later.
         one = AdminClient({"bootstrap.servers": nd.bootstrap})
-        r = ConfigResource(ResourceType.TOPIC, "cfg")
-        got = one.describe_configs([r])[r].result(15)
-        assert got["retention.ms"].value == "123456", f"node {nd.node_id}"
-        assert got["cleanup.policy"].value == "delete,compact", f"node {nd.node_id}"
+
+        def changed():
+            r = ConfigResource(ResourceType.TOPIC, "cfg")
+            got = one.describe_configs([r])[r].result(15)
+            return (got["retention.ms"].value, got["cleanup.policy"].value) == ("123456", "delete,compact")
+
+        cluster.wait_for(changed, 10, f"node {nd.node_id} to describe the new topic configs")
     bad = ConfigResource(ResourceType.TOPIC, "cfg", incremental_configs=[
         ConfigEntry("retention.ms", "soon", incremental_operation=AlterConfigOpType.SET)])
     with pytest.raises(KafkaException) as e:

@@ -112,7 +112,7 @@ def test_follower_sigstop_isr_shrinks_and_recovers(cluster):
         wait_for(lambda: prod.n_acked() >= 200, 20, "200 acks before SIGSTOP")
         cluster.sigstop(victim)
         t_stop = time.monotonic()
-        wait_for(lambda: _isr_seen_by(cluster, leader, topic, 0) == rest, 10,
+        wait_for(lambda: _isr_seen_by(cluster, leader, topic, 0) == rest, 20,
                  f"leader {leader} shrinking the ISR to {rest}")
         t_shrunk = time.monotonic()
         time.sleep(max(1.5, 6.0 - (t_shrunk - t_stop)))
@@ -165,9 +165,9 @@ def test_min_insync_3_rejects_acks_all_with_a_broker_down(cluster):
     assert all(r[0] == "ok" for r in before.values()), before
 
     cluster.kill9(victim)
-    wait_for(lambda: _isr_seen_by(cluster, leader, topic, 0) == sorted(set(st[0].replicas) - {victim}),
-             15, f"ISR without node {victim}")
-    assert _leaders(cluster, topic, 1) == {0: leader}
+    rest = sorted(set(st[0].replicas) - {victim})
+    wait_for(lambda: (s := cluster.agreed(topic, 1)) and s[0].leader == leader and sorted(s[0].isr) == rest,
+             15, f"every live node to see leader {leader} and ISR without node {victim}")
 
     rejected = _send_sync(p_all, topic, [b"rejected-%d" % i for i in range(5)])
     codes = {v: r[1].code() for v, r in rejected.items() if r[0] == "err"}
@@ -291,7 +291,7 @@ def test_create_topic_after_active_controller_sigkill(cluster):
         return True
 
     try:
-        wait_for(create, 15, f"CreateTopics after killing controller {ctrl}", interval=0.5)
+        wait_for(create, 45, f"CreateTopics after killing controller {ctrl}", interval=0.5)
     except AssertionError as e:
         raise AssertionError(f"{e}\nattempts: {attempts}") from None
     took = time.monotonic() - t0

@@ -47,9 +47,11 @@ class KpyMember:
         try:
             while not self._stop.is_set():
                 recs = self.c.poll(timeout_ms=1000)
+                # The assignment first: a waiter that sees the records also
+                # sees who held them.
+                self.assigned = {tp.partition for tp in self.c.assignment()}
                 for tp, rs in recs.items():
                     self.got.extend((tp.partition, r.offset) for r in rs)
-                self.assigned = {tp.partition for tp in self.c.assignment()}
                 if recs:
                     try:
                         self.c.commit()
@@ -146,7 +148,7 @@ def test_kafka_python_two_consumers_polled_by_one_thread_converge(broker_factory
         c2 = consumer("kpy1t-c2")
         gens = set()
         ok_since = None
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 45
         while time.monotonic() < deadline:
             c1.poll(timeout_ms=100)
             c2.poll(timeout_ms=100)
@@ -161,9 +163,11 @@ def test_kafka_python_two_consumers_polled_by_one_thread_converge(broker_factory
                 ok_since = None
         seen = sorted(g for g in gens if g is not None and g > 0)
         assert ok_since and time.monotonic() - ok_since > 3.0, (
-            f"the two consumers never held a stable split for 3 s within 15 s; c1 went through "
+            f"the two consumers never held a stable split for 3 s within 45 s; c1 went through "
             f"generations {seen} (each identical rejoin of the follower started a new rebalance)")
-        assert max(seen) <= 4, (
+        # Joining takes 2-3 generations; a slow poll loop may cost one or
+        # two more. A rebalance per identical rejoin would never settle.
+        assert max(seen) <= 6, (
             f"one member joining took the group through generations {seen}: each identical "
             "JoinGroup from the already-synced follower started a new rebalance")
     finally:

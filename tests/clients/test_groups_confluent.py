@@ -205,8 +205,8 @@ def test_group_resumes_from_committed_offsets_after_broker_restart(broker_factor
 
         third = produce_n(bs, topic, 3, 30, b"third-")
         b.act(action)
-        assert committed_offsets(bs, group, topic, 3) == {0: 150, 1: 150, 2: 150}, \
-            f"committed offsets changed by the second {action}"
+        wait_until(lambda: committed_offsets(bs, group, topic, 3) == {0: 150, 1: 150, 2: 150}, 15,
+                   f"the committed offsets 150 after the second {action}")
 
         m3 = Member(bs, group, [topic], "m3")
         want3 = {(p, o) for p, os_ in third.items() for o in os_}

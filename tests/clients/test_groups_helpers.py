@@ -44,13 +44,19 @@ def uid() -> str:
 
 
 def wait_until(cond, timeout: float, what: str, interval: float = 0.05):
-    """Polls cond() until truthy; returns its value or raises AssertionError."""
+    """Polls cond() until truthy; returns its value or raises AssertionError.
+    An exception from cond() (a coordinator still loading after a restart, a
+    client timeout) counts as 'not yet'; the last one is reported."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
+        try:
+            last = cond()
+        except Exception as e:  # noqa: BLE001
+            last = e
+        else:
+            if last:
+                return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 

