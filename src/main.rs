@@ -166,6 +166,34 @@ impl Roles {
     }
 }
 
+/// The shards share the Kafka port through SO_REUSEPORT, which would also
+/// let a second broker on the same address start and silently take part of
+/// the connections. Someone still accepting there after a few seconds is
+/// refused: a broker just killed keeps its listening socket for some
+/// milliseconds after it is gone (until the kernel has torn down its
+/// io_uring), so one look would refuse a quick restart. (A plain bind cannot
+/// tell either: the TIME_WAIT connections a SIGKILLed broker leaves on its
+/// port make it fail for a minute although the port is free to reuse.)
+fn refuse_taken_listen_address(listen: SocketAddr) -> anyhow::Result<()> {
+    let mut probe = listen;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(if probe.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect_timeout(&probe, std::time::Duration::from_secs(1)).is_err()
+        {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    anyhow::bail!("--listen {listen}: address in use (something has been accepting connections there for 5 s)")
+}
+
 /// `HOST:PORT` with an IP literal or a host name (`localhost:9092`); a name
 /// resolving to several addresses gives its first IPv4 one, as the brokers
 /// advertise and bind IPv4 loopback addresses.
@@ -215,11 +243,7 @@ fn serve(
         .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
     let _lock = corelog::io::file::lock_dir(&cfg.data_dir)?;
     if roles.broker {
-        // The shards share the Kafka port through SO_REUSEPORT, which would
-        // also let a second broker on the same address silently take half
-        // of the connections. A plain bind first fails if anyone has it.
-        std::net::TcpListener::bind(cfg.listen)
-            .with_context(|| format!("--listen {}: address in use or unavailable", cfg.listen))?;
+        refuse_taken_listen_address(cfg.listen)?;
     }
     let signals = block_signals()?;
     std::thread::Builder::new()
