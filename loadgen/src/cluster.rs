@@ -31,6 +31,8 @@ pub struct TopicLayout {
     pub topic: String,
     /// partition index -> leader broker address (host:port)
     pub leaders: BTreeMap<i32, String>,
+    /// every broker the cluster named (host:port)
+    pub brokers: Vec<String>,
 }
 
 impl TopicLayout {
@@ -157,6 +159,7 @@ fn try_layout(conn: &mut Conn, topic: &str) -> Result<Option<TopicLayout>> {
     Ok(Some(TopicLayout {
         topic: topic.to_string(),
         leaders,
+        brokers: addrs.into_values().collect(),
     }))
 }
 

@@ -196,16 +196,17 @@ pub fn spawn_fetchers(
         let leader = layout.leaders.get(&o.0).context("no leader")?.clone();
         by_leader.entry(leader).or_default().push(*o);
     }
+    // Where a fetcher asks for the new leaders when a partition moves.
+    let brokers = layout.brokers.clone();
     let mut handles = Vec::new();
     for (leader, offsets) in by_leader {
-        let conn = Conn::connect(&leader, &format!("loadgen-consumer-{name}"))?;
-        let version = conn.versions.pick(ApiKey::Fetch, FETCH_VERSION_MAX)?;
-        if version < 4 {
-            bail!("{leader} speaks Fetch only up to v{version}; loadgen needs v4");
-        }
+        let client_id = format!("loadgen-consumer-{name}");
+        let conn = connect_fetch(&leader, &client_id)?;
         let fetcher = Fetcher {
-            conn,
-            version,
+            conns: BTreeMap::from([(leader.clone(), conn)]),
+            leader_of: offsets.iter().map(|o| (o.0, leader.clone())).collect(),
+            brokers: brokers.clone(),
+            client_id,
             opts: opts.clone(),
             offsets,
             recorder: recorder.clone(),
@@ -221,9 +222,33 @@ pub fn spawn_fetchers(
     Ok(handles)
 }
 
+/// A connection for fetching and the Fetch version it speaks.
+fn connect_fetch(addr: &str, client_id: &str) -> Result<(Conn, i16)> {
+    let conn = Conn::connect(addr, client_id)?;
+    let version = conn.versions.pick(ApiKey::Fetch, FETCH_VERSION_MAX)?;
+    if version < 4 {
+        bail!("{addr} speaks Fetch only up to v{version}; loadgen needs v4");
+    }
+    Ok((conn, version))
+}
+
+/// Partition errors that mean "ask the cluster who leads it now".
+const LEADERSHIP_ERRORS: [i16; 5] = [
+    3,  // UNKNOWN_TOPIC_OR_PARTITION
+    5,  // LEADER_NOT_AVAILABLE
+    6,  // NOT_LEADER_OR_FOLLOWER
+    74, // FENCED_LEADER_EPOCH
+    75, // UNKNOWN_LEADER_EPOCH
+];
+
 struct Fetcher {
-    conn: Conn,
-    version: i16,
+    /// leader address -> connection and its Fetch version
+    conns: BTreeMap<String, (Conn, i16)>,
+    /// partition -> the address it is fetched from
+    leader_of: BTreeMap<i32, String>,
+    /// where to look leaders up again
+    brokers: Vec<String>,
+    client_id: String,
     opts: ConsumeOpts,
     /// (partition, next offset, end offset at start)
     offsets: Vec<(i32, i64, i64)>,
@@ -252,34 +277,43 @@ impl Fetcher {
             .is_some_and(|(stop, _)| stop.load(Ordering::Acquire))
     }
 
+    /// One Fetch per leader of this fetcher's partitions, in turn (one
+    /// leader unless partitions moved). A leadership error or a lost
+    /// connection leads to a new look-up of the leaders (for up to a minute)
+    /// instead of an end: the cluster may be failing over.
     fn fetch_loop(&mut self) -> Result<()> {
-        let timeout = Duration::from_millis(self.opts.max_wait_ms as u64) + Duration::from_secs(30);
-        self.conn.set_read_timeout(Some(timeout))?;
         let topic = TopicName(StrBytes::from_string(self.opts.topic.clone()));
+        let mut lost_since: Option<std::time::Instant> = None;
         while !self.control.done() && !self.caught_up() && !self.generation_over() {
-            let request = self.request(&topic);
-            let corr = self.conn.next_correlation();
-            let mut buf = bytes::BytesMut::with_capacity(256);
-            wire::encode_request(
-                &mut buf,
-                ApiKey::Fetch,
-                self.version,
-                corr,
-                &self.conn.client_id,
-                &request,
-            )?;
-            std::io::Write::write_all(&mut self.conn.stream, &buf)?;
-            let frame = wire::read_frame(&mut self.conn.stream)?;
-            let now_ns = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .expect("clock after 1970")
-                .as_nanos() as u64;
-            let response: FetchResponse =
-                wire::decode_response(frame, ApiKey::Fetch, self.version, corr)?;
-            if response.error_code != 0 {
-                bail!("Fetch: error {}", response.error_code);
+            let mut leaders: Vec<String> = self.leader_of.values().cloned().collect();
+            leaders.sort();
+            leaders.dedup();
+            let mut moved = false;
+            for leader in leaders {
+                match self.fetch_from(&leader, &topic) {
+                    Ok(m) => moved |= m,
+                    Err(e) => {
+                        eprintln!(
+                            "loadgen: fetch from {leader} failed ({e:#}); looking up leaders again"
+                        );
+                        self.conns.remove(&leader);
+                        moved = true;
+                    }
+                }
             }
-            self.absorb(&response, now_ns)?;
+            if moved {
+                let since = *lost_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > Duration::from_secs(60) {
+                    bail!(
+                        "topic {}: partitions without a reachable leader for 60 s",
+                        self.opts.topic
+                    );
+                }
+                thread::sleep(Duration::from_millis(100));
+                self.refresh_leaders();
+            } else {
+                lost_since = None;
+            }
             if let Some((_, positions)) = &self.link {
                 let mut positions = positions.lock().expect("poisoned");
                 for (p, next, _) in &self.offsets {
@@ -290,10 +324,74 @@ impl Fetcher {
         Ok(())
     }
 
-    fn request(&self, topic: &TopicName) -> FetchRequest {
+    /// Fetches this fetcher's partitions led by `leader`; true if one of
+    /// them answered with a leadership error.
+    fn fetch_from(&mut self, leader: &str, topic: &TopicName) -> Result<bool> {
+        if !self.conns.contains_key(leader) {
+            let conn = connect_fetch(leader, &self.client_id)?;
+            self.conns.insert(leader.to_string(), conn);
+        }
+        let parts: Vec<i32> = self
+            .leader_of
+            .iter()
+            .filter(|(_, l)| l.as_str() == leader)
+            .map(|(p, _)| *p)
+            .collect();
+        let request = self.request(topic, &parts);
+        let (conn, version) = self.conns.get_mut(leader).expect("connected above");
+        let version = *version;
+        let timeout = Duration::from_millis(self.opts.max_wait_ms as u64) + Duration::from_secs(30);
+        conn.set_read_timeout(Some(timeout))?;
+        let corr = conn.next_correlation();
+        let mut buf = bytes::BytesMut::with_capacity(256);
+        wire::encode_request(
+            &mut buf,
+            ApiKey::Fetch,
+            version,
+            corr,
+            &conn.client_id,
+            &request,
+        )?;
+        std::io::Write::write_all(&mut conn.stream, &buf)?;
+        let frame = wire::read_frame(&mut conn.stream)?;
+        let now_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_nanos() as u64;
+        let response: FetchResponse = wire::decode_response(frame, ApiKey::Fetch, version, corr)?;
+        if response.error_code != 0 {
+            bail!("Fetch: error {}", response.error_code);
+        }
+        self.absorb(&response, now_ns)
+    }
+
+    /// Asks any broker for the topic's leaders; keeps the old ones when
+    /// none answers (the next round tries again).
+    fn refresh_leaders(&mut self) {
+        for addr in self.brokers.clone() {
+            let layout = Conn::connect(&addr, &self.client_id)
+                .and_then(|mut c| cluster::topic_layout(&mut c, &self.opts.topic));
+            if let Ok(layout) = layout {
+                for (p, l) in self.leader_of.iter_mut() {
+                    if let Some(new) = layout.leaders.get(p) {
+                        l.clone_from(new);
+                    }
+                }
+                for l in layout.leaders.values() {
+                    if !self.brokers.contains(l) {
+                        self.brokers.push(l.clone());
+                    }
+                }
+                return;
+            }
+        }
+    }
+
+    fn request(&self, topic: &TopicName, parts: &[i32]) -> FetchRequest {
         let partitions = self
             .offsets
             .iter()
+            .filter(|(p, _, _)| parts.contains(p))
             .map(|(p, next, _)| {
                 FetchPartition::default()
                     .with_partition(*p)
@@ -316,7 +414,8 @@ impl Fetcher {
                 .with_partitions(partitions)])
     }
 
-    fn absorb(&mut self, response: &FetchResponse, now_ns: u64) -> Result<()> {
+    fn absorb(&mut self, response: &FetchResponse, now_ns: u64) -> Result<bool> {
+        let mut moved = false;
         let mut msgs = 0u64;
         let mut payload = 0u64;
         let mut wire_bytes = 0u64;
@@ -332,6 +431,7 @@ impl Fetcher {
             }
             if pd.error_code != 0 {
                 self.recorder.error(pd.error_code, 0);
+                moved |= LEADERSHIP_ERRORS.contains(&pd.error_code);
                 continue;
             }
             let Some(records) = &pd.records else { continue };
@@ -351,6 +451,6 @@ impl Fetcher {
         drop(h);
         self.recorder.add(msgs, payload, wire_bytes);
         self.control.consumed.fetch_add(msgs, Ordering::AcqRel);
-        Ok(())
+        Ok(moved)
     }
 }

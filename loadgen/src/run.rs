@@ -261,7 +261,10 @@ pub fn consume(
         recorder: recorder.clone(),
     }];
     let length = (!catch_up && len.messages.is_none()).then_some(len.duration);
-    let reporter = Reporter::start(streams, len.warmup, length, len.quiet);
+    // A catch-up is measured whole: a backlog read within the warm-up
+    // would otherwise be reported as 0 messages.
+    let warmup = if catch_up { Duration::ZERO } else { len.warmup };
+    let reporter = Reporter::start(streams, warmup, length, len.quiet);
     let consumers = Consumers::start(opts, &layout, recorder, control.clone())?;
     let backlog: i64 = consumers
         .end_offsets

@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from cluster import AckedProducer, check_exactly_once, consume_all, wait_for
+from corelog_compat import corelog_bin
 
 MIN2 = {"min.insync.replicas": 2}
 
@@ -466,6 +467,40 @@ def test_kafka_python_producer_and_consumer_across_leader_failover(cluster):
     assert len(by_value) == 400
     for v, off in sent.items():
         assert by_value.get(v) == off, f"{v!r} acked at {off}, consumed at {by_value.get(v)}"
+
+
+def test_loadgen_consumer_follows_a_leader_failover(cluster, tmp_path):
+    """loadgen's consumer (the benchmark tool we ship) keeps reading when the
+    partition leader is SIGKILLed: it looks the leaders up again instead of
+    failing on the lost connection or fetching from a non-leader forever."""
+    loadgen = corelog_bin().parent / "loadgen"  # built next to the broker by `cargo build --release`
+    assert loadgen.exists(), f"{loadgen} not built"
+    topic = "lg-fo"
+    st = cluster.create_topic(topic, 1, 3, MIN2)
+    leader = st[0].leader
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "enable.idempotence": True,
+                  "linger.ms": 5})
+    for i in range(2000):
+        p.produce(topic, value=b"first-%d" % i, partition=0)
+    assert p.flush(30) == 0
+    out = tmp_path / "loadgen.txt"
+    proc = subprocess.Popen(
+        [str(loadgen), "consume", "--brokers", cluster.bootstrap, "--topic", topic, "--from", "earliest",
+         "--messages", "4000", "--warmup", "0", "--quiet"],
+        stdout=open(out, "wb"), stderr=subprocess.STDOUT)
+    try:
+        time.sleep(1)
+        cluster.kill9(leader)
+        for i in range(2000):
+            p.produce(topic, value=b"second-%d" % i, partition=0)
+        assert p.flush(60) == 0
+        rc = proc.wait(90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = out.read_text()
+    assert rc == 0, f"loadgen consume exited {rc}:\n{text[-3000:]}"
+    assert "consume: 4000 msgs" in text, text[-3000:]
 
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
