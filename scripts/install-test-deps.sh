@@ -2,6 +2,7 @@
 # Installs everything the real-client compatibility suite (tests/clients) needs.
 # Idempotent and non-interactive (fine under CI=true with no stdin/TTY):
 #   - kcat from Debian (apt), only when missing
+#   - Go and sarama from Debian (apt), only when missing
 #   - a Python venv at .venv with the pinned tests/clients/requirements.txt
 #   - KafkaJS (pinned in tests/clients/node/package-lock.json) via npm ci
 # Each step is skipped when already done (markers hold a hash of their inputs).
@@ -26,6 +27,17 @@ else
     log "installing kcat from apt"
     as_root apt-get update -q
     as_root apt-get install -y -q --no-install-recommends kcat </dev/null
+fi
+
+# ------------------------------------------------- Go + sarama (apt, Debian's)
+# Shopify's sarama as Debian packages it (1.22); tests/clients/test_sarama.py
+# builds its driver in GOPATH mode against /usr/share/gocode (no Go proxy).
+if command -v go >/dev/null 2>&1 && [ -d /usr/share/gocode/src/github.com/Shopify/sarama ]; then
+    log "go and sarama present: $(go version)"
+else
+    log "installing golang-go + golang-github-shopify-sarama-dev from apt"
+    as_root apt-get update -q
+    as_root apt-get install -y -q --no-install-recommends golang-go golang-github-shopify-sarama-dev </dev/null
 fi
 
 # ---------------------------------------------------------------- python venv
