@@ -187,7 +187,7 @@ fn unknown_api_key_closes_the_connection() {
     let mut frame = raw_header(-1, 0, 7, false);
     frame.put_slice(&[0u8; 16]);
     assert_refused(&broker, &with_size_prefix(&frame), "api key -1");
-    // A real Kafka API corelog does not implement (OffsetCommit).
+    // A real Kafka API with a body that does not decode (OffsetCommit v8).
     let mut frame = raw_header(8, 8, 7, true);
     frame.put_slice(&[0u8; 16]);
     assert_refused(&broker, &with_size_prefix(&frame), "OffsetCommit");

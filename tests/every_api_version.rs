@@ -209,7 +209,9 @@ fn every_advertised_version_answers_in_its_own_format() {
                 "Heartbeat v{hv}"
             );
         }
-        for cv in versions_of(&table, OffsetCommitRequest::KEY) {
+        // v0-1 have no schema in kafka-protocol (corelog decodes them by
+        // hand); tests/clients/test_groups_protocol.py sends them raw.
+        for cv in versions_of(&table, OffsetCommitRequest::KEY).filter(|v| *v >= 2) {
             let commit = OffsetCommitRequest::default()
                 .with_group_id(GroupId(s(&group)))
                 .with_generation_id_or_member_epoch(generation)

@@ -36,7 +36,7 @@ pub const SUPPORTED: &[(i16, i16, i16)] = &[
     (FETCH, 4, 12),
     (LIST_OFFSETS, 1, 7),
     (METADATA, 0, 12),
-    (OFFSET_COMMIT, 2, 8),
+    (OFFSET_COMMIT, 0, 8),
     (OFFSET_FETCH, 1, 8),
     (FIND_COORDINATOR, 0, 4),
     (JOIN_GROUP, 0, 9),
@@ -90,6 +90,8 @@ mod tests {
     fn every_advertised_range_is_one_the_codec_can_decode() {
         for &(k, lo, hi) in SUPPORTED {
             let range = ApiKey::try_from(k).unwrap().valid_versions();
+            // OffsetCommit v0-1 are decoded by hand (handlers/offset_commit.rs).
+            let lo = if k == OFFSET_COMMIT { lo.max(2) } else { lo };
             assert!(range.min <= lo && hi <= range.max, "api {k}");
         }
     }

@@ -480,7 +480,9 @@ class Raw:
         by_topic: dict[str, list] = {}
         for t, p, o, meta in offsets:
             by_topic.setdefault(t, []).append((p, o, meta))
-        body = _s(group) + struct.pack(">i", generation) + _s(member_id)
+        body = _s(group)
+        if version >= 1:
+            body += struct.pack(">i", generation) + _s(member_id)
         if version >= 7:
             body += _ns(instance_id)
         if 2 <= version <= 4:
@@ -490,6 +492,8 @@ class Raw:
             items = []
             for p, o, meta in ps:
                 item = struct.pack(">iq", p, o)
+                if version == 1:
+                    item += struct.pack(">q", -1)  # commit timestamp
                 if version >= 6:
                     item += struct.pack(">i", -1)
                 item += _ns(meta)

@@ -47,9 +47,9 @@ def test_offset_commit_unknown_topic_or_partition(fast_broker):
     group = "grp-unknown-tp-" + uid()
     raw = Raw(bs)
     try:
-        for version in (2, 7):
+        for version in (0, 1, 2, 7):  # v0-1: hand-decoded (older sarama commits with v1)
             res = raw.offset_commit(group, -1, "", [
-                ("grp-known", 0, 5, "ok"),
+                ("grp-known", 0, 5 + version, "ok"),
                 ("grp-known", 2, 5, None),      # partition out of range
                 ("grp-known", -1, 5, None),
                 ("no-such-topic", 0, 5, None),
@@ -60,8 +60,10 @@ def test_offset_commit_unknown_topic_or_partition(fast_broker):
                 ("grp-known", -1): UNKNOWN_TOPIC_OR_PARTITION,
                 ("no-such-topic", 0): UNKNOWN_TOPIC_OR_PARTITION,
             }, f"OffsetCommit v{version}: {res}"
+            got = raw.offset_fetch(group, {"grp-known": [0]})
+            assert got[("grp-known", 0)][:2] == (5 + version, "ok"), f"after OffsetCommit v{version}: {got}"
         got = raw.offset_fetch(group, {"grp-known": [0, 1], "no-such-topic": [0]})
-        assert got[("grp-known", 0)][:2] == (5, "ok"), got
+        assert got[("grp-known", 0)][:2] == (12, "ok"), got
         assert got[("grp-known", 1)][0] == -1, got
         assert got[("no-such-topic", 0)][0] == -1, got
     finally:
@@ -82,7 +84,7 @@ def test_offset_commit_unknown_topic_or_partition(fast_broker):
             errs[("no-such-topic", 0)].code() == KafkaError.UNKNOWN_TOPIC_OR_PART, errs
     except KafkaException as e:  # librdkafka may fail the whole request on a partition error
         assert e.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART, e
-    assert committed_offsets(bs, group, "grp-known", 2)[0] == 5
+    assert committed_offsets(bs, group, "grp-known", 2)[0] == 12
 
 
 def test_commit_and_heartbeat_with_stale_generation(fast_broker):

@@ -85,6 +85,9 @@ pub fn decode_request(frame: &RequestFrame) -> anyhow::Result<Decoded> {
         api::SYNC_GROUP => Decoded::SyncGroup(decode(frame)?),
         api::HEARTBEAT => Decoded::Heartbeat(decode(frame)?),
         api::LEAVE_GROUP => Decoded::LeaveGroup(decode(frame)?),
+        api::OFFSET_COMMIT if frame.api_version < 2 => {
+            Decoded::OffsetCommit(offset_commit::decode_v0_v1(&frame.body, frame.api_version)?)
+        }
         api::OFFSET_COMMIT => Decoded::OffsetCommit(decode(frame)?),
         api::OFFSET_FETCH => Decoded::OffsetFetch(decode(frame)?),
         api::LIST_GROUPS => Decoded::ListGroups(decode(frame)?),

@@ -78,9 +78,8 @@ func main() {
 	cfg.Net.MaxOpenRequests = 1
 	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
 	cfg.Consumer.Offsets.CommitInterval = 200 * time.Millisecond
-	// sarama 1.22 commits with OffsetCommit v1 unless a retention is set;
-	// corelog, like Kafka 4.0 (KIP-896), answers OffsetCommit v2 and up.
-	cfg.Consumer.Offsets.Retention = 24 * time.Hour
+	// sarama 1.22's default commit is OffsetCommit v1 (no retention set),
+	// which Kafka 4.0 dropped; corelog still answers it, as Kafka 3.x does.
 	cfg.Consumer.Group.Session.Timeout = 10 * time.Second
 	cfg.Consumer.Group.Heartbeat.Interval = 1 * time.Second
 
