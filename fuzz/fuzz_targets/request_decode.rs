@@ -89,6 +89,10 @@ fn decode_body_of(frame: &RequestFrame) -> bool {
         api::FETCH => decoded::<FetchRequest>(frame),
         api::LIST_OFFSETS => decoded::<ListOffsetsRequest>(frame),
         api::METADATA => decoded::<MetadataRequest>(frame),
+        // v0-1 have no kafka-protocol schema: the broker's hand decoder.
+        api::OFFSET_COMMIT if frame.api_version < 2 => {
+            handlers::offset_commit::decode_v0_v1(&frame.body, frame.api_version).is_ok()
+        }
         api::OFFSET_COMMIT => decoded::<OffsetCommitRequest>(frame),
         api::OFFSET_FETCH => decoded::<OffsetFetchRequest>(frame),
         api::FIND_COORDINATOR => decoded::<FindCoordinatorRequest>(frame),
